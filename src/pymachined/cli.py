@@ -1,0 +1,74 @@
+"""Command line of the pymachined daemon."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .daemon import STATE_DIR, Config, Daemon, StartupError
+
+LEVELS = {
+    "emerg": logging.CRITICAL,
+    "alert": logging.CRITICAL,
+    "crit": logging.CRITICAL,
+    "err": logging.ERROR,
+    "warning": logging.WARNING,
+    "notice": logging.INFO,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+}
+NUMERIC = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]
+
+
+def parse_level(text: str) -> int:
+    if text.isdigit() and int(text) < len(NUMERIC):
+        text = NUMERIC[int(text)]
+    try:
+        return LEVELS[text]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"invalid log level '{text}'") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pymachined", description="Virtual machine and container registration service (org.freedesktop.machine1)."
+    )
+    parser.add_argument(
+        "--log-level",
+        type=parse_level,
+        default=None,
+        help="emerg, alert, crit, err, warning, notice, info or debug (default: $SYSTEMD_LOG_LEVEL or info)",
+    )
+    parser.add_argument("--state-dir", type=Path, default=STATE_DIR, help="machine state files (default: %(default)s)")
+    parser.add_argument(
+        "--bus-address", default=None, help="D-Bus address to serve on (default: the system bus, $DBUS_SYSTEM_BUS_ADDRESS)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = args.log_level
+    if level is None:
+        env = os.environ.get("SYSTEMD_LOG_LEVEL", "info")
+        try:
+            level = parse_level(env)
+        except argparse.ArgumentTypeError:
+            level = logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr, format="pymachined: %(levelname)s: %(message)s")
+    os.umask(0o022)
+    daemon = Daemon(Config(state_dir=args.state_dir, bus_address=args.bus_address))
+    try:
+        asyncio.run(daemon.run())
+    except StartupError as exc:
+        logging.getLogger("pymachined").error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

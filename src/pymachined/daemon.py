@@ -1,0 +1,115 @@
+"""Start-up and shutdown: wires the registry, state files and the bus together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from dbus_fast import BusType, Message, RequestNameReply
+from dbus_fast.aio import MessageBus
+from dbus_fast.constants import NameFlag
+
+from .bus.dispatch import Dispatcher, Fallback, Node
+from .bus.machine import MACHINE_INTERFACE, PREFIX, MachineObjects
+from .bus.manager import MANAGER_INTERFACE, PATH, Manager, machine_signal
+from .machine import Machine
+from .notify import notify
+from .registry import Registry
+from .state import StateDirectory
+
+log = logging.getLogger(__name__)
+
+BUS_NAME: Final = "org.freedesktop.machine1"
+STATE_DIR: Final = Path("/run/systemd/machines")
+
+
+class StartupError(Exception):
+    """The daemon cannot serve (bus unreachable, name taken)."""
+
+
+@dataclass(slots=True)
+class Config:
+    state_dir: Path = STATE_DIR
+    bus_address: str | None = None
+
+
+class Daemon:
+    """One pymachined instance on one bus."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.state = StateDirectory(config.state_dir)
+        self.registry = Registry(self.state)
+        self.bus: MessageBus | None = None
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        self.state.ensure()
+        try:
+            if self.config.bus_address:
+                bus = MessageBus(bus_address=self.config.bus_address, negotiate_unix_fd=True)
+            else:
+                bus = MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True)
+            self.bus = await bus.connect()
+        except (OSError, ValueError) as exc:
+            raise StartupError(f"Failed to connect to the system bus: {exc}") from exc
+        dispatcher = Dispatcher(self.bus)
+        objects = MachineObjects(self.registry)
+        dispatcher.add_node(PATH, Node([MANAGER_INTERFACE], Manager(self.registry)))
+        dispatcher.add_node(PREFIX, Node([], None, enumerate_children=objects.labels))
+        dispatcher.add_fallback(PREFIX, Fallback([MACHINE_INTERFACE], objects.find))
+        dispatcher.install()
+        await self._add_match(
+            "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"
+            "interface='org.freedesktop.DBus',member='NameOwnerChanged'"
+        )
+        self.registry.on_new.append(lambda m: self._signal("MachineNew", m))
+        self.registry.on_removed.append(lambda m: self._signal("MachineRemoved", m))
+        self.registry.add_host()
+        reply = await self.bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
+        if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+            raise StartupError(f"Failed to acquire {BUS_NAME}: {reply.name}")
+        loaded = self.registry.load_state()
+        log.info("Serving %s with %d machine(s) reloaded", BUS_NAME, len(loaded))
+        notify("READY=1\nSTATUS=Processing requests...")
+
+    async def _add_match(self, rule: str) -> None:
+        assert self.bus is not None
+        await self.bus.call(
+            Message(
+                destination="org.freedesktop.DBus",
+                path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus",
+                member="AddMatch",
+                signature="s",
+                body=[rule],
+            )
+        )
+
+    def _signal(self, member: str, machine: Machine) -> None:
+        if self.bus is not None and self.bus.connected:
+            self.bus.send(machine_signal(member, machine))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop)
+        await self.start()
+        assert self.bus is not None
+        disconnected = asyncio.ensure_future(self.bus.wait_for_disconnect())
+        stopping = asyncio.ensure_future(self._stop.wait())
+        done, _ = await asyncio.wait({disconnected, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if disconnected in done:
+            stopping.cancel()
+            raise StartupError("Lost the connection to the bus")
+        notify("STOPPING=1\nSTATUS=Shutting down...")
+        log.info("Shutting down; state files are kept")
+        disconnected.cancel()
+        self.bus.disconnect()

@@ -1,0 +1,145 @@
+"""Local addresses of a network namespace, read over rtnetlink without forking."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+from typing import Final
+
+from ..errors import MachineError, ErrorKind, failed, not_supported
+from ..machine import Machine, MachineClass
+
+NETLINK_ROUTE: Final = 0
+RTM_GETADDR: Final = 22
+RTM_NEWADDR: Final = 20
+NLM_F_REQUEST: Final = 0x1
+NLM_F_DUMP: Final = 0x300
+NLMSG_DONE: Final = 3
+NLMSG_ERROR: Final = 2
+IFA_ADDRESS: Final = 1
+IFA_LOCAL: Final = 2
+IFA_FLAGS: Final = 8
+IFA_F_DEPRECATED: Final = 0x20
+RT_SCOPE_HOST: Final = 254
+RT_SCOPE_NOWHERE: Final = 255
+CLONE_NEWNET: Final = 0x40000000
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class LocalAddress:
+    family: int
+    address: bytes
+    ifindex: int
+    scope: int
+
+
+def _sort_key(a: LocalAddress) -> tuple[int, int, int, bytes]:
+    # IPv4 before IPv6, lowest scope first, lowest interface index first, then the bytes
+    return (0 if a.family == socket.AF_INET else 1, a.scope, a.ifindex, a.address)
+
+
+def dump_addresses(sock: socket.socket) -> list[LocalAddress]:
+    """RTM_GETADDR dump on a bound rtnetlink socket, filtered as systemd's local_addresses()."""
+    seq = 1
+    request = struct.pack("=LHHLL", 16 + 8, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
+    request += struct.pack("=BBBBI", socket.AF_UNSPEC, 0, 0, 0, 0)
+    sock.send(request)
+    found: list[LocalAddress] = []
+    while True:
+        data = sock.recv(65536)
+        offset = 0
+        while offset + 16 <= len(data):
+            length, msg_type, _flags, _seq, _pid = struct.unpack_from("=LHHLL", data, offset)
+            if length < 16:
+                return found
+            if msg_type == NLMSG_DONE:
+                return sorted(found, key=_sort_key)
+            if msg_type == NLMSG_ERROR:
+                (code,) = struct.unpack_from("=i", data, offset + 16)
+                if code:
+                    raise OSError(-code, os.strerror(-code))
+            elif msg_type == RTM_NEWADDR:
+                parsed = _parse_addr(data[offset + 16 : offset + length])
+                if parsed is not None:
+                    found.append(parsed)
+            offset += (length + 3) & ~3
+
+
+def _parse_addr(payload: bytes) -> LocalAddress | None:
+    family, _prefixlen, flags, scope, ifindex = struct.unpack_from("=BBBBI", payload, 0)
+    if family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    attrs: dict[int, bytes] = {}
+    offset = 8
+    while offset + 4 <= len(payload):
+        rta_len, rta_type = struct.unpack_from("=HH", payload, offset)
+        if rta_len < 4:
+            break
+        attrs[rta_type] = payload[offset + 4 : offset + rta_len]
+        offset += (rta_len + 3) & ~3
+    if IFA_FLAGS in attrs and len(attrs[IFA_FLAGS]) >= 4:
+        flags = struct.unpack("=I", attrs[IFA_FLAGS][:4])[0]
+    if flags & IFA_F_DEPRECATED or scope in (RT_SCOPE_HOST, RT_SCOPE_NOWHERE):
+        return None
+    address = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
+    size = 4 if family == socket.AF_INET else 16
+    if address is None or len(address) != size:
+        return None
+    return LocalAddress(family=family, address=address, ifindex=ifindex, scope=scope)
+
+
+def _netlink_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+    sock.bind((0, 0))
+    return sock
+
+
+_netns_lock = threading.Lock()
+
+
+def addresses_in_netns(ns_path: str) -> list[LocalAddress]:
+    """Addresses of the namespace at `ns_path`: a socket opened while this thread visits it."""
+    target = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with _netns_lock:
+            os.setns(target, CLONE_NEWNET)
+            try:
+                sock = _netlink_socket()
+            finally:
+                os.setns(own, CLONE_NEWNET)
+        with sock:
+            return dump_addresses(sock)
+    finally:
+        os.close(target)
+        os.close(own)
+
+
+def host_addresses() -> list[LocalAddress]:
+    with _netlink_socket() as sock:
+        return dump_addresses(sock)
+
+
+def shares_host_network(leader: int) -> bool:
+    return os.stat(f"/proc/{leader}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
+
+
+def machine_addresses(machine: Machine) -> list[LocalAddress]:
+    """GetAddresses, blocking: call from a worker thread."""
+    if machine.machine_class is MachineClass.HOST:
+        return host_addresses()
+    if machine.machine_class is not MachineClass.CONTAINER:
+        raise not_supported("Requesting IP address data is only supported on container machines.")
+    try:
+        if shares_host_network(machine.leader):
+            raise MachineError(
+                ErrorKind.NO_PRIVATE_NETWORKING, f"Machine {machine.name} does not use private networking"
+            )
+        return addresses_in_netns(f"/proc/{machine.leader}/ns/net")
+    except MachineError:
+        raise
+    except OSError:
+        raise failed("Child died abnormally.") from None

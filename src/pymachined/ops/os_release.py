@@ -1,0 +1,72 @@
+"""os-release of a machine, read inside its root without following links out of it."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from pathlib import Path
+from typing import Final
+
+from ..errors import MachineError, failed, from_errno, not_supported
+from ..machine import Machine, MachineClass
+from ..state import parse_env
+
+OS_RELEASE_PATHS: Final = ("etc/os-release", "usr/lib/os-release")
+NO_OS_RELEASE: Final = "Machine does not contain OS release information"
+
+_SYS_OPENAT2: Final = 437
+_RESOLVE_NO_MAGICLINKS: Final = 0x02
+_RESOLVE_IN_ROOT: Final = 0x10
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def open_in_root(root_fd: int, path: str, flags: int = os.O_RDONLY | os.O_CLOEXEC) -> int:
+    """openat2() with RESOLVE_IN_ROOT: `..` and symlinks stay inside `root_fd`."""
+    how = _OpenHow(flags, 0, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
+    fd = _libc.syscall(_SYS_OPENAT2, root_fd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    return int(fd)
+
+
+def read_os_release_in_root(root: str | Path) -> dict[str, str]:
+    """os-release pairs of the tree at `root`; FileNotFoundError if it has none."""
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for relative in OS_RELEASE_PATHS:
+            try:
+                fd = open_in_root(root_fd, relative)
+            except FileNotFoundError:
+                continue
+            with os.fdopen(fd, "rb") as f:
+                return parse_env(f.read(1 << 20).decode("utf-8", "replace"))
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
+    finally:
+        os.close(root_fd)
+
+
+def machine_os_release(machine: Machine) -> dict[str, str]:
+    """GetOSRelease: the host's, or the one a container's leader sees."""
+    if machine.machine_class is MachineClass.HOST:
+        root = "/"
+    elif machine.machine_class is MachineClass.CONTAINER:
+        root = f"/proc/{machine.leader}/root"
+    else:
+        raise not_supported("Requesting OS release data is only supported on container machines.")
+    try:
+        return read_os_release_in_root(root)
+    except FileNotFoundError:
+        if machine.machine_class is MachineClass.HOST:
+            raise from_errno(errno.ENOENT) from None
+        raise failed(NO_OS_RELEASE) from None
+    except MachineError:
+        raise
+    except OSError:
+        raise failed("Child died abnormally.") from None

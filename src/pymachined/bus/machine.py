@@ -10,6 +10,7 @@ from ..machine import MACHINE_PATH_PREFIX, Machine
 from ..names import bus_label_unescape
 from ..ops.addresses import machine_addresses
 from ..ops.os_release import machine_os_release
+from ..ops.uid_shift import machine_uid_shift
 from ..registry import Registry
 from .dispatch import Call
 from .vtable import Body, Interface, Method, Property, args
@@ -25,6 +26,10 @@ async def get_addresses(call: Call, machine: Machine) -> Body:
 
 async def get_os_release(call: Call, machine: Machine) -> Body:
     return [await asyncio.to_thread(machine_os_release, machine)]
+
+
+def get_uid_shift(call: Call, machine: Machine) -> Body:
+    return [machine_uid_shift(machine)]
 
 
 def _interface() -> Interface:
@@ -45,6 +50,7 @@ def _interface() -> Interface:
             Property("State", "s", lambda m: m.state.value, emits_change="false"),
             Method("GetAddresses", get_addresses, out_args=args("a(iay) addresses")),
             Method("GetOSRelease", get_os_release, out_args=args("a{ss} fields")),
+            Method("GetUIDShift", get_uid_shift, out_args=args("u shift")),
         ],
     )
 

@@ -12,7 +12,7 @@ from ..images.pool import POOL_PATH, pool_limit, pool_usage
 from ..machine import Machine
 from ..registry import Registry, validate_registration
 from .dispatch import Call
-from .machine import get_addresses, get_os_release
+from .machine import get_addresses, get_os_release, get_uid_shift
 from .polkit import check_authorization
 from .vtable import Arg, Body, Interface, Method, Property, Signal, args
 
@@ -133,6 +133,7 @@ def _interface() -> Interface:
                 "GetMachineAddresses", _on_machine(get_addresses), args("s name"), args("a(iay) addresses")
             ),
             Method("GetMachineOSRelease", _on_machine(get_os_release), args("s name"), args("a{ss} fields")),
+            Method("GetMachineUIDShift", _on_machine(get_uid_shift), args("s name"), args("u shift")),
             Signal("MachineNew", (Arg("s", "machine"), Arg("o", "path"))),
             Signal("MachineRemoved", (Arg("s", "machine"), Arg("o", "path"))),
         ],

@@ -1,0 +1,55 @@
+# pymachined — two commands on a fresh Debian 12 machine, as root:
+#   make run    provision, then start pymachined on a private system bus
+#   make test   provision, then run the whole suite in private namespaces
+
+PYTHON ?= python3
+VENV ?= .venv
+APT_PACKAGES := dbus-daemon dbus-bin libglib2.0-bin systemd-container libnss-mymachines \
+	systemd-userdbd busybox-static util-linux procps iproute2
+STAMP_APT := $(VENV)/.apt-stamp
+STAMP_PIP := $(VENV)/.pip-stamp
+
+.PHONY: all provision run test unit lint type check bench clean
+
+all: test
+
+provision: $(STAMP_APT) $(STAMP_PIP)
+
+$(STAMP_APT): Makefile
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "provision: installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@mkdir -p $(VENV) && touch $@
+
+$(STAMP_PIP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,dev]'
+	@touch $@
+
+run: provision
+	@scripts/run-private $(VENV)/bin/pymachined
+
+test: provision
+	@tests/harness/isolate $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
+	@$(MAKE) --no-print-directory check
+
+unit: provision
+	@$(VENV)/bin/python -m pytest -q tests/unit
+
+check: lint type
+
+lint: provision
+	@$(VENV)/bin/ruff check src tests bench
+
+type: provision
+	@$(VENV)/bin/mypy
+
+bench: provision
+	@tests/harness/isolate $(VENV)/bin/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

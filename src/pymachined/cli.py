@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--state-dir", type=Path, default=STATE_DIR, help="machine state files (default: %(default)s)")
     parser.add_argument(
-        "--bus-address", default=None, help="D-Bus address to serve on (default: the system bus, $DBUS_SYSTEM_BUS_ADDRESS)"
+        "--bus-address",
+        default=None,
+        help="D-Bus address to serve on (default: the system bus, $DBUS_SYSTEM_BUS_ADDRESS)",
     )
     return parser
 

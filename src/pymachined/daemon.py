@@ -103,7 +103,7 @@ class Daemon:
             loop.add_signal_handler(signum, self.stop)
         await self.start()
         assert self.bus is not None
-        disconnected = asyncio.ensure_future(self.bus.wait_for_disconnect())
+        disconnected = asyncio.ensure_future(self.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
         stopping = asyncio.ensure_future(self._stop.wait())
         done, _ = await asyncio.wait({disconnected, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if disconnected in done:

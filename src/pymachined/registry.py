@@ -241,9 +241,14 @@ class Registry:
             self.state.load(machine)
             self.by_name[name] = machine
             loaded.append(machine)
+        started: list[Machine] = []
         for machine in loaded:
             try:
                 self.start(machine)
             except MachineError as exc:
-                log.warning("Failed to start machine %s: %s", machine.name, exc)
-        return loaded
+                # never started, so collectable at once: its files go, without a signal
+                log.warning("Failed to start machine %s, dropping it: %s", machine.name, exc)
+                self.finalize(machine)
+            else:
+                started.append(machine)
+        return started

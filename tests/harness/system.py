@@ -137,8 +137,14 @@ class System:
 
     def _name_owned(self) -> bool:
         result = self.run(
-            "busctl", "call", "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
-            "NameHasOwner", "s", BUS_NAME,
+            "busctl",
+            "call",
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "NameHasOwner",
+            "s",
+            BUS_NAME,
         )
         return result.stdout.strip() == "b true"
 
@@ -164,9 +170,7 @@ class System:
     # clients
 
     def run(self, *argv: str, input: str | None = None, timeout: float = 30) -> Result:
-        proc = subprocess.run(
-            list(argv), env=self.env(), input=input, capture_output=True, text=True, timeout=timeout
-        )
+        proc = subprocess.run(list(argv), env=self.env(), input=input, capture_output=True, text=True, timeout=timeout)
         return Result(argv, proc.returncode, proc.stdout, proc.stderr)
 
     def busctl(self, *argv: str) -> Result:
@@ -216,9 +220,7 @@ class System:
         pid = leader.pid if isinstance(leader, Leader) else leader
         id_args = machine_id.split()
         if ifindices is None:
-            return self.manager_call(
-                "RegisterMachine", "sayssus", name, *id_args, service, machine_class, pid, root
-            )
+            return self.manager_call("RegisterMachine", "sayssus", name, *id_args, service, machine_class, pid, root)
         return self.manager_call(
             "RegisterMachineWithNetwork",
             "sayssusai",
@@ -279,9 +281,7 @@ def reset_runtime_state() -> None:
             entry.unlink()
 
 
-def wait_for(
-    predicate, what: str, timeout: float = 15, process: subprocess.Popen[bytes] | None = None
-) -> None:  # type: ignore[no-untyped-def]
+def wait_for(predicate, what: str, timeout: float = 15, process: subprocess.Popen[bytes] | None = None) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

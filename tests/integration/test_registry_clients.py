@@ -75,11 +75,30 @@ def test_busctl_and_gdbus_read_properties(machined: System) -> None:
     assert machined.busctl("get-property", "org.freedesktop.machine1", path, iface, "Scope").stdout == (
         's "machine-web01.scope"\n'
     )
-    getall = machined.busctl("--json=short", "call", "org.freedesktop.machine1", path,
-                             "org.freedesktop.DBus.Properties", "GetAll", "s", iface)
+    getall = machined.busctl(
+        "--json=short",
+        "call",
+        "org.freedesktop.machine1",
+        path,
+        "org.freedesktop.DBus.Properties",
+        "GetAll",
+        "s",
+        iface,
+    )
     keys = list(json.loads(getall.stdout)["data"][0].keys())
-    assert keys == ["Name", "Id", "Timestamp", "TimestampMonotonic", "Service", "Unit", "Leader", "Class",
-                    "RootDirectory", "NetworkInterfaces", "State"]
+    assert keys == [
+        "Name",
+        "Id",
+        "Timestamp",
+        "TimestampMonotonic",
+        "Service",
+        "Unit",
+        "Leader",
+        "Class",
+        "RootDirectory",
+        "NetworkInterfaces",
+        "State",
+    ]
 
     by_gdbus = machined.gdbus(MANAGER, "org.freedesktop.machine1.Manager.GetMachine", "web01")
     assert by_gdbus.stdout == "(objectpath '/org/freedesktop/machine1/machine/web01',)\n"
@@ -87,9 +106,11 @@ def test_busctl_and_gdbus_read_properties(machined: System) -> None:
     # GVariant text names the type only on the first element of an array
     assert listed.stdout.count("('") == 2
     assert "'web01', 'container', 'my-svc', '/org/freedesktop/machine1/machine/web01')" in listed.stdout.replace(
-        "objectpath ", "")
+        "objectpath ", ""
+    )
     assert "('.host', 'host', '', '/org/freedesktop/machine1/machine/_2ehost')" in listed.stdout.replace(
-        "objectpath ", "")
+        "objectpath ", ""
+    )
 
 
 def test_host_machine(machined: System) -> None:
@@ -104,8 +125,12 @@ def test_host_machine(machined: System) -> None:
     assert props["State"] == "running"
     machine_id = Path("/etc/machine-id").read_text().strip()
     assert props["Id"] == machine_id
-    assert machined.busctl("get-property", "org.freedesktop.machine1", path,
-                           "org.freedesktop.machine1.Machine", "TimestampMonotonic").stdout == "t 0\n"
+    assert (
+        machined.busctl(
+            "get-property", "org.freedesktop.machine1", path, "org.freedesktop.machine1.Machine", "TimestampMonotonic"
+        ).stdout
+        == "t 0\n"
+    )
     assert not (STATE_DIR / ".host").exists()
 
 
@@ -116,12 +141,22 @@ def test_object_paths_and_self(machined: System) -> None:
     assert "/org/freedesktop/machine1/machine/a_2db_2ec" in tree
     assert "/org/freedesktop/machine1/machine/_2ehost" in tree
     # lookups accept non-canonical escapes
-    lenient = machined.busctl("get-property", "org.freedesktop.machine1", "/org/freedesktop/machine1/machine/_61_2db_2ec",
-                              "org.freedesktop.machine1.Machine", "Name")
+    lenient = machined.busctl(
+        "get-property",
+        "org.freedesktop.machine1",
+        "/org/freedesktop/machine1/machine/_61_2db_2ec",
+        "org.freedesktop.machine1.Machine",
+        "Name",
+    )
     assert lenient.stdout == 's "a-b.c"\n'
     # "self" from a host process is no machine
-    self_call = machined.busctl("get-property", "org.freedesktop.machine1", "/org/freedesktop/machine1/machine/self",
-                                "org.freedesktop.machine1.Machine", "Name")
+    self_call = machined.busctl(
+        "get-property",
+        "org.freedesktop.machine1",
+        "/org/freedesktop/machine1/machine/self",
+        "org.freedesktop.machine1.Machine",
+        "Name",
+    )
     assert self_call.returncode != 0
     assert "Unknown object '/org/freedesktop/machine1/machine/self'." in self_call.stderr
 

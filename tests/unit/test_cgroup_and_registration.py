@@ -18,10 +18,12 @@ def test_proc_cgroup_hybrid_uses_unified_line() -> None:
 
 @pytest.mark.parametrize(
     ("path", "unit"),
-    [("/machine.slice/machine-foo.scope", "machine-foo.scope"),
-     ("/system.slice/systemd-nspawn@x.service/payload", "systemd-nspawn@x.service"),
-     ("/a.slice/a-b.slice/_foo.service", "foo.service"),
-     ("/zz.scope", "zz.scope")],
+    [
+        ("/machine.slice/machine-foo.scope", "machine-foo.scope"),
+        ("/system.slice/systemd-nspawn@x.service/payload", "systemd-nspawn@x.service"),
+        ("/a.slice/a-b.slice/_foo.service", "foo.service"),
+        ("/zz.scope", "zz.scope"),
+    ],
 )
 def test_unit_from_cgroup_path(path: str, unit: str) -> None:
     assert unit_from_cgroup_path(path) == unit
@@ -36,20 +38,29 @@ def test_unit_from_cgroup_path_enxio(path: str) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"name": "bad_name"}, "Invalid machine name"),
-     ({"name": ".host"}, "Invalid machine name"),
-     ({"machine_id": b"\x01\x02\x03"}, "Invalid machine ID parameter"),
-     ({"netif": [3, 0]}, "Invalid network interface index 0"),
-     ({"netif": [-2]}, "Invalid network interface index -2"),
-     ({"class_name": "host"}, "Invalid machine class parameter"),
-     ({"leader": 1}, "Invalid leader PID"),
-     ({"root_directory": "rel/path"}, "Root directory must be empty or an absolute path"),
-     # the first failing check wins
-     ({"name": "bad_name", "leader": 1, "class_name": "x"}, "Invalid machine name")],
+    [
+        ({"name": "bad_name"}, "Invalid machine name"),
+        ({"name": ".host"}, "Invalid machine name"),
+        ({"machine_id": b"\x01\x02\x03"}, "Invalid machine ID parameter"),
+        ({"netif": [3, 0]}, "Invalid network interface index 0"),
+        ({"netif": [-2]}, "Invalid network interface index -2"),
+        ({"class_name": "host"}, "Invalid machine class parameter"),
+        ({"leader": 1}, "Invalid leader PID"),
+        ({"root_directory": "rel/path"}, "Root directory must be empty or an absolute path"),
+        # the first failing check wins
+        ({"name": "bad_name", "leader": 1, "class_name": "x"}, "Invalid machine name"),
+    ],
 )
 def test_validation_errors_in_252_order(kwargs: dict, message: str) -> None:
-    args = {"name": "foo", "machine_id": b"", "service": "", "class_name": "container", "leader": 42,
-            "root_directory": "", "netif": ()}
+    args = {
+        "name": "foo",
+        "machine_id": b"",
+        "service": "",
+        "class_name": "container",
+        "leader": 42,
+        "root_directory": "",
+        "netif": (),
+    }
     args.update(kwargs)
     with pytest.raises(MachineError) as info:
         validate_registration(**args)
@@ -63,11 +74,15 @@ def test_zero_id_means_unset_and_empty_class_passes() -> None:
 
 def test_errno_table() -> None:
     assert dbus_error(from_errno(errno.ENXIO, "Failed to determine unit of process 5 : %m")) == (
-        "System.Error.ENXIO", "Failed to determine unit of process 5 : No such device or address")
+        "System.Error.ENXIO",
+        "Failed to determine unit of process 5 : No such device or address",
+    )
     assert dbus_error(from_errno(errno.ESRCH)) == ("org.freedesktop.DBus.Error.UnixProcessIdUnknown", "No such process")
     assert dbus_error(from_errno(errno.EEXIST)) == ("org.freedesktop.DBus.Error.FileExists", "File exists")
     assert dbus_error(from_errno(errno.EOPNOTSUPP)) == (
-        "org.freedesktop.DBus.Error.NotSupported", "Operation not supported")
+        "org.freedesktop.DBus.Error.NotSupported",
+        "Operation not supported",
+    )
     assert dbus_error(from_errno(errno.EHOSTUNREACH)) == ("System.Error.EHOSTUNREACH", "No route to host")
     assert dbus_error(from_errno(errno.EROFS)) == ("System.Error.EROFS", "Read-only file system")
 

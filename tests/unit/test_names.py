@@ -13,8 +13,17 @@ from pymachined.names import (
 
 @pytest.mark.parametrize(
     ("name", "label"),
-    [(".host", "_2ehost"), ("foo", "foo"), ("my-ct", "my_2dct"), ("a-b.c", "a_2db_2ec"), ("1abc", "_31abc"),
-     ("web01", "web01"), ("a_b", "a_5fb"), ("", "_"), ("ä", "_c3_a4")],
+    [
+        (".host", "_2ehost"),
+        ("foo", "foo"),
+        ("my-ct", "my_2dct"),
+        ("a-b.c", "a_2db_2ec"),
+        ("1abc", "_31abc"),
+        ("web01", "web01"),
+        ("a_b", "a_5fb"),
+        ("", "_"),
+        ("ä", "_c3_a4"),
+    ],
 )
 def test_bus_label_round_trip(name: str, label: str) -> None:
     assert bus_label_escape(name) == label
@@ -43,8 +52,16 @@ def test_invalid_machine_names(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("unit", "valid"),
-    [("machine-foo.scope", True), ("systemd-nspawn@x.service", True), ("a.slice", True), ("foo", False),
-     ("foo.bar", False), ("@x.service", False), ("a@.service", False), ("machine-my\\x2dct.scope", True)],
+    [
+        ("machine-foo.scope", True),
+        ("systemd-nspawn@x.service", True),
+        ("a.slice", True),
+        ("foo", False),
+        ("foo.bar", False),
+        ("@x.service", False),
+        ("a@.service", False),
+        ("machine-my\\x2dct.scope", True),
+    ],
 )
 def test_unit_names(unit: str, valid: bool) -> None:
     assert unit_name_is_valid(unit) is valid
@@ -58,7 +75,7 @@ def test_unit_name_escape() -> None:
 
 def test_cescape() -> None:
     assert cescape("machine-my\\x2dct.scope") == "machine-my\\\\x2dct.scope"
-    assert cescape('a"b\'c') == 'a\\"b\\\'c'
+    assert cescape("a\"b'c") == "a\\\"b\\'c"
     assert cescape("tab\there\n") == "tab\\there\\n"
     assert cescape("ä") == "\\303\\244"
     assert cescape("\x01") == "\\001"

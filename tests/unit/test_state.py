@@ -38,8 +38,14 @@ def test_serialize_matches_252_bytes() -> None:
 
 
 def test_serialize_minimal_with_netif() -> None:
-    m = Machine(name="rtest", machine_class=MachineClass.VM, leader=11582, unit="zzhelper-reg1.scope",
-                netif=[3, 7], timestamp=Timestamp(1795606273226379, 1156682697))
+    m = Machine(
+        name="rtest",
+        machine_class=MachineClass.VM,
+        leader=11582,
+        unit="zzhelper-reg1.scope",
+        netif=[3, 7],
+        timestamp=Timestamp(1795606273226379, 1156682697),
+    )
     assert serialize(m) == (
         "# This is private data. Do not parse.\nNAME=rtest\nSCOPE=zzhelper-reg1.scope\nLEADER=11582\n"
         "CLASS=vm\nREALTIME=1795606273226379\nMONOTONIC=1156682697\nNETIF=3 7\n"
@@ -96,5 +102,5 @@ def test_names_skip_hidden_links_and_invalid(tmp_path: Path) -> None:
 
 
 def test_parse_env_quotes_and_comments() -> None:
-    text = "# c\n; c\nA=1\nB='two words'\nC=\"x\\\"y\"\nD=a\\ b\nE\n"
+    text = '# c\n; c\nA=1\nB=\'two words\'\nC="x\\"y"\nD=a\\ b\nE\n'
     assert parse_env(text) == {"A": "1", "B": "two words", "C": 'x"y', "D": "a b"}

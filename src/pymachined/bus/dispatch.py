@@ -317,13 +317,7 @@ class Dispatcher:
         if member == "Get":
             check_signature(msg, PROPERTIES, "ss")
             iface_name, prop_name = msg.body
-            interface = _find_interface(interfaces, iface_name)
-            prop = interface.properties.get(prop_name)
-            if prop is None:
-                raise BusReplyError(
-                    f"{DBUS_ERROR}.UnknownProperty",
-                    f"Unknown interface {iface_name} or property {prop_name}.",
-                )
+            prop = _find_property(interfaces, iface_name, prop_name)
             return Message.new_method_return(msg, "v", [Variant(prop.type, prop.getter(obj))])
         if member == "GetAll":
             check_signature(msg, PROPERTIES, "s")
@@ -339,23 +333,21 @@ class Dispatcher:
         if member == "Set":
             check_signature(msg, PROPERTIES, "ssv")
             iface_name, prop_name, value = msg.body
+            prop = _find_property(interfaces, iface_name, prop_name)
             interface = _find_interface(interfaces, iface_name)
-            prop = interface.properties.get(prop_name)
-            if prop is None:
-                raise BusReplyError(
-                    f"{DBUS_ERROR}.UnknownProperty",
-                    f"Unknown interface {iface_name} or property {prop_name}.",
-                )
             if prop.setter is None:
                 raise BusReplyError(f"{DBUS_ERROR}.PropertyReadOnly", f"Property '{prop_name}' is not writable.")
             return self._set_property(call, interface, prop, obj, value)
         raise unknown_method(member or "", PROPERTIES)
 
-    async def _set_property(self, call: Call, interface: Interface, prop: Property, obj: Any, value: Variant) -> Message:
+    async def _set_property(
+        self, call: Call, interface: Interface, prop: Property, obj: Any, value: Variant
+    ) -> Message:
         if value.signature != prop.type:
             raise BusReplyError(
                 f"{DBUS_ERROR}.InvalidArgs",
-                f"Incorrect signature when setting property '{prop.name}', expected '{prop.type}', got '{value.signature}'.",
+                f"Incorrect signature when setting property '{prop.name}', "
+                f"expected '{prop.type}', got '{value.signature}'.",
             )
         if prop.privileged:
             creds = await call.credentials()
@@ -374,6 +366,13 @@ def _find_interface(interfaces: list[Interface], name: str) -> Interface:
         if interface.name == name:
             return interface
     raise BusReplyError(f"{DBUS_ERROR}.UnknownInterface", f"Unknown interface '{name}'.")
+
+
+def _find_property(interfaces: list[Interface], iface_name: str, prop_name: str) -> Property:
+    for interface in interfaces:
+        if interface.name == iface_name and (prop := interface.properties.get(prop_name)) is not None:
+            return prop
+    raise BusReplyError(f"{DBUS_ERROR}.UnknownProperty", f"Unknown interface {iface_name} or property {prop_name}.")
 
 
 def check_signature(msg: Message, interface: str, expected: str) -> None:

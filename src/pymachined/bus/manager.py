@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 from dbus_fast import Message
@@ -94,12 +94,12 @@ async def _unregister_machine(call: Call, manager: Manager, name: str) -> Body:
     return []
 
 
-def _on_machine(handler):  # type: ignore[no-untyped-def]
+def _on_machine(handler: Callable[..., Body | Awaitable[Body]]) -> Callable[..., Body | Awaitable[Body]]:
     """A Manager forwarder: look the machine up by name, then run the Machine method."""
 
     def forward(call: Call, manager: Manager, name: str, *rest: object) -> Body | Awaitable[Body]:
         machine: Machine = manager.registry.get(name)
-        return handler(call, machine, *rest)  # type: ignore[no-any-return]
+        return handler(call, machine, *rest)
 
     return forward
 
@@ -129,9 +129,7 @@ def _interface() -> Interface:
                 privileged=True,
             ),
             Method("UnregisterMachine", _unregister_machine, args("s name")),
-            Method(
-                "GetMachineAddresses", _on_machine(get_addresses), args("s name"), args("a(iay) addresses")
-            ),
+            Method("GetMachineAddresses", _on_machine(get_addresses), args("s name"), args("a(iay) addresses")),
             Method("GetMachineOSRelease", _on_machine(get_os_release), args("s name"), args("a{ss} fields")),
             Method("GetMachineUIDShift", _on_machine(get_uid_shift), args("s name"), args("u shift")),
             Signal("MachineNew", (Arg("s", "machine"), Arg("o", "path"))),

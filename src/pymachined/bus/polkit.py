@@ -43,9 +43,7 @@ async def check_authorization(call: Call, action: str, details: dict[str, str]) 
     if is_authorized:
         return
     if is_challenge:
-        raise BusReplyError(
-            f"{DBUS_ERROR}.InteractiveAuthorizationRequired", "Interactive authentication required."
-        )
+        raise BusReplyError(f"{DBUS_ERROR}.InteractiveAuthorizationRequired", "Interactive authentication required.")
     raise BusReplyError(f"{DBUS_ERROR}.AccessDenied", "Permission denied")
 
 

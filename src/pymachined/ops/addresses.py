@@ -9,8 +9,9 @@ import threading
 from dataclasses import dataclass
 from typing import Final
 
-from ..errors import MachineError, ErrorKind, failed, not_supported
+from ..errors import ErrorKind, MachineError, failed, not_supported
 from ..machine import Machine, MachineClass
+from .namespaces import CLONE_NEWNET, setns
 
 NETLINK_ROUTE: Final = 0
 RTM_GETADDR: Final = 22
@@ -25,7 +26,6 @@ IFA_FLAGS: Final = 8
 IFA_F_DEPRECATED: Final = 0x20
 RT_SCOPE_HOST: Final = 254
 RT_SCOPE_NOWHERE: Final = 255
-CLONE_NEWNET: Final = 0x40000000
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -106,11 +106,11 @@ def addresses_in_netns(ns_path: str) -> list[LocalAddress]:
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         with _netns_lock:
-            os.setns(target, CLONE_NEWNET)
+            setns(target, CLONE_NEWNET)
             try:
                 sock = _netlink_socket()
             finally:
-                os.setns(own, CLONE_NEWNET)
+                setns(own, CLONE_NEWNET)
         with sock:
             return dump_addresses(sock)
     finally:

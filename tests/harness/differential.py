@@ -1,0 +1,104 @@
+"""Run one scenario against pymachined and systemd-machined 252; compare what clients saw.
+
+A scenario is a function `(system, transcript) -> None` that drives real clients
+through `transcript.run(...)`. Each step's exit code, stdout and stderr are
+recorded, normalised (PIDs, timestamps, unique names) and compared step by step.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from .system import PYMACHINED, REFERENCE, Implementation, Leader, Result, System, system
+
+Scenario = Callable[[System, "Transcript"], None]
+
+_TIME_PATTERNS: Final = [
+    (re.compile(r":1\.\d+"), ":1.N"),
+    (re.compile(r"(Timestamp=|Since: ).*"), r"\1<time>"),
+    (re.compile(r"(TimestampMonotonic=|REALTIME=|MONOTONIC=)\d+"), r"\1<usec>"),
+    (re.compile(r"\bt \d{10,}\b"), "t <usec>"),
+    (re.compile(r"\b(PID|process) \d+"), r"\1 <pid>"),
+    (re.compile(r"\[\d+\]"), "[<pid>]"),
+]
+
+
+@dataclass
+class Transcript:
+    system: System
+    steps: list[tuple[str, str]] = field(default_factory=list)
+    leaders: list[int] = field(default_factory=list)
+
+    def leader(self, unit: str, slice_: str = "machine.slice") -> Leader:
+        leader = self.system.spawn_leader(unit, slice_)
+        self.leaders.append(leader.pid)
+        return leader
+
+    def record(self, label: str, result: Result) -> Result:
+        text = f"rc={result.returncode}\n--- stdout\n{result.stdout}--- stderr\n{result.stderr}"
+        self.steps.append((self.normalise(label), self.normalise(text)))
+        return result
+
+    def note(self, label: str, text: str) -> None:
+        self.steps.append((self.normalise(label), self.normalise(text)))
+
+    def run(self, *argv: str) -> Result:
+        return self.record(" ".join(argv), self.system.run(*argv))
+
+    def busctl(self, *argv: str) -> Result:
+        return self.run("busctl", *argv)
+
+    def machinectl(self, *argv: str) -> Result:
+        return self.run("machinectl", "--no-pager", *argv)
+
+    def manager(self, method: str, signature: str = "", *values: object) -> Result:
+        """The same call through busctl (texts) and gdbus (error names)."""
+        argv = [
+            "call",
+            "org.freedesktop.machine1",
+            "/org/freedesktop/machine1",
+            "org.freedesktop.machine1.Manager",
+            method,
+        ]
+        if signature:
+            argv.append(signature)
+        argv.extend(str(v) for v in values)
+        return self.busctl(*argv)
+
+    def normalise(self, text: str) -> str:
+        text = text.replace(str(self.system.workdir), "<workdir>")
+        for index, pid in sorted(enumerate(self.leaders), key=lambda p: -len(str(p[1]))):
+            text = re.sub(rf"\b{pid}\b", f"<leader{index}>", text)
+        for pattern, replacement in _TIME_PATTERNS:
+            text = pattern.sub(replacement, text)
+        return text
+
+
+def run_scenario(implementation: Implementation, scenario: Scenario, workdir: Path) -> list[tuple[str, str]]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    with system(implementation, workdir) as sys_:
+        transcript = Transcript(sys_)
+        scenario(sys_, transcript)
+        return transcript.steps
+
+
+def assert_same_as_252(scenario: Scenario, tmp_path: Path) -> list[tuple[str, str]]:
+    """Run `scenario` on both daemons; fail with a unified diff where they differ."""
+    ours = run_scenario(PYMACHINED, scenario, tmp_path / PYMACHINED.name)
+    reference = run_scenario(REFERENCE, scenario, tmp_path / REFERENCE.name)
+    if ours != reference:
+        left = [f"## {label}\n{text}" for label, text in reference]
+        right = [f"## {label}\n{text}" for label, text in ours]
+        diff = "\n".join(
+            difflib.unified_diff(
+                "\n".join(left).splitlines(), "\n".join(right).splitlines(), "machined252", "pymachined", lineterm=""
+            )
+        )
+        raise AssertionError(f"pymachined differs from systemd-machined 252:\n{diff}")
+    assert ours, "scenario recorded no steps"
+    return ours

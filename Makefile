@@ -33,8 +33,13 @@ $(STAMP_PIP): pyproject.toml
 run: provision
 	@scripts/run-private $(VENV)/bin/pymachined
 
+PYTEST := $(VENV)/bin/python -m pytest -q -p no:cacheprovider -rs
+
 test: provision
-	@tests/harness/isolate $(VENV)/bin/python -m pytest -q -p no:cacheprovider tests
+	@echo "== all tiers, this host's cgroup layout"
+	@tests/harness/isolate $(PYTEST) tests
+	@echo "== integration and differential tiers, pure cgroup2 layout"
+	@PYMACHINED_CGROUP_LAYOUT=unified tests/harness/isolate $(PYTEST) tests/integration tests/differential
 	@$(MAKE) --no-print-directory check
 
 unit: provision

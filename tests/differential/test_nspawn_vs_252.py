@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from harness.differential import Transcript, assert_same_as_252
 from harness.rootfs import busybox_root
@@ -24,6 +27,11 @@ def start_nspawn(s: System, root: Path, name: str) -> subprocess.Popen[bytes]:
     )
 
 
+@pytest.mark.skipif(
+    os.environ.get("PYMACHINED_CGROUP_LAYOUT_SIMULATED") == "1",
+    reason="systemd-nspawn 252 finds the cgroup root through PID 1's cgroup, which lies outside the test's cgroup "
+    "namespace when tests/harness/isolate simulates the pure cgroup2 layout on this hybrid host",
+)
 def test_nspawn_registers_and_unregisters(tmp_path: Path) -> None:
     def scenario(s: System, t: Transcript) -> None:
         root = busybox_root(s.workdir / "root")

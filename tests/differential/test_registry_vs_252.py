@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 from harness.differential import Transcript, assert_same_as_252
-from harness.system import STATE_DIR, System
+from harness.system import STATE_DIR, Leader, System, wait_for
 
 MACHINE = "/org/freedesktop/machine1/machine"
 
@@ -201,7 +203,16 @@ def test_reload_of_seeded_state_files(tmp_path: Path) -> None:
         s.start_daemon()
         t.machinectl("list")
         t.machinectl("show", "seeded")
-        t.manager("ListMachines")
+        listed = s.busctl(
+            "--json=short",
+            "call",
+            "org.freedesktop.machine1",
+            "/org/freedesktop/machine1",
+            "org.freedesktop.machine1.Manager",
+            "ListMachines",
+        )
+        # 252 answers in hash order: compare the set
+        t.note("ListMachines", "\n".join(sorted(" ".join(e) for e in json.loads(listed.stdout)["data"][0])))
         t.note("state dir", "\n".join(sorted(p.name for p in STATE_DIR.iterdir())))
         t.note("state file seeded", (STATE_DIR / "seeded").read_text())
 
@@ -235,3 +246,42 @@ def test_generic_bus_errors(tmp_path: Path) -> None:
         )
 
     assert_same_as_252(scenario, tmp_path)
+
+
+NETNS_LEADER = (
+    "ip link set lo up && ip link add host0 address 02:00:00:00:00:01 type veth "
+    "peer name peer0 address 02:00:00:00:00:02 && ip link set host0 up && "
+    "ip link set peer0 up && ip addr add 192.0.2.5/24 dev host0 && ip addr add 198.51.100.7/24 dev host0 && "
+    "ip -6 addr add fd00::5/64 dev host0 nodad && ip addr add 10.99.0.1/30 dev peer0 && exec sleep infinity"
+)
+
+
+def test_addresses_of_a_private_network(tmp_path: Path) -> None:
+    def scenario(s: System, t: Transcript) -> None:
+        cgroup = s.make_cgroup("machine.slice/machine-net.scope")
+        proc = subprocess.Popen(
+            ["sh", "-c", f"echo $$ > {cgroup}/cgroup.procs && exec unshare --net sh -c '{NETNS_LEADER}'"],
+            stdin=subprocess.DEVNULL,
+        )
+        wait_for(lambda: len((cgroup / "cgroup.procs").read_text().split()) == 1 and _settled(proc.pid), "netns")
+        s.leaders.append(Leader(proc.pid, cgroup, proc))
+        t.leaders.append(proc.pid)
+        shared = t.leader("machine-shared.scope")
+        t.manager("RegisterMachine", "sayssus", "net", 0, "", "container", proc.pid, "")
+        t.manager("RegisterMachine", "sayssus", "shared", 0, "", "container", shared.pid, "")
+        t.manager("RegisterMachine", "sayssus", "virt", 0, "", "vm", t.leader("machine-virt.scope").pid, "")
+        t.manager("GetMachineAddresses", "s", "net")
+        t.manager("GetMachineAddresses", "s", "shared")
+        t.manager("GetMachineAddresses", "s", "virt")
+        t.machinectl("list")
+        t.machinectl("status", "net")
+
+    assert_same_as_252(scenario, tmp_path)
+
+
+def _settled(pid: int) -> bool:
+    """The leader has run its setup and is now `sleep` in its own network namespace."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "sleep"
+    except OSError:
+        return False

@@ -285,3 +285,28 @@ def _settled(pid: int) -> bool:
         return Path(f"/proc/{pid}/comm").read_text().strip() == "sleep"
     except OSError:
         return False
+
+
+def test_unprivileged_callers(tmp_path: Path) -> None:
+    """uid 65534: the bus policy and the daemon refuse what 252 refuses; reads still work."""
+
+    def scenario(s: System, t: Transcript) -> None:
+        foo = t.leader("machine-foo.scope")
+        t.manager("RegisterMachine", "sayssus", "foo", 0, "", "container", foo.pid, "")
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "busctl"]
+        manager = ["org.freedesktop.machine1", "/org/freedesktop/machine1", "org.freedesktop.machine1.Manager"]
+        t.run(*nobody, "call", *manager, "ListMachines")
+        t.run(*nobody, "call", *manager, "GetMachine", "s", "foo")
+        t.run(*nobody, "call", *manager, "GetMachineByPID", "u", str(foo.pid))
+        t.run(*nobody, "get-property", "org.freedesktop.machine1", f"{MACHINE}/foo",
+              "org.freedesktop.machine1.Machine", "Leader")
+        t.run(*nobody, "call", *manager, "RegisterMachine", "sayssus", "bar", "0", "", "container", str(foo.pid), "")
+        t.run(*nobody, "call", *manager, "RegisterMachineWithNetwork", "sayssusai", "bar", "0", "", "container",
+              str(foo.pid), "", "0")
+        t.run(*nobody, "call", *manager, "UnregisterMachine", "s", "foo")
+        t.run(*nobody, "call", *manager, "UnregisterMachine", "s", "nosuch")
+        t.run(*nobody, "call", "org.freedesktop.machine1", f"{MACHINE}/foo", "org.freedesktop.DBus.Properties",
+              "Set", "ssv", "org.freedesktop.machine1.Machine", "Name", "s", "x")
+        t.machinectl("list")
+
+    assert_same_as_252(scenario, tmp_path)

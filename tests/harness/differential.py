@@ -25,6 +25,7 @@ _TIME_PATTERNS: Final = [
     (re.compile(r"\bt \d{10,}\b"), "t <usec>"),
     (re.compile(r"\b(PID|process) \d+"), r"\1 <pid>"),
     (re.compile(r"\[\d+\]"), "[<pid>]"),
+    (re.compile(r"\bpid=\d+"), "pid=<pid>"),
 ]
 
 

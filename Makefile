@@ -48,7 +48,7 @@ unit: provision
 check: lint type
 
 lint: provision
-	@$(VENV)/bin/ruff check src tests bench
+	@$(VENV)/bin/ruff check src tests $(wildcard bench)
 
 type: provision
 	@$(VENV)/bin/mypy

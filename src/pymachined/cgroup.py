@@ -101,3 +101,134 @@ def unit_from_cgroup_path(path: str) -> str:
 def pid_unit(pid: int) -> str:
     """The unit `pid` runs in, from its cgroup."""
     return unit_from_cgroup_path(pid_cgroup(pid))
+
+
+def cgroup_dir(path: str) -> Path:
+    """The directory of cgroup `path` (as /proc/<pid>/cgroup names it) in the cgroup2 mount."""
+    return unified_mount() / path.lstrip("/")
+
+
+def unit_cgroup_path(path: str, unit: str) -> str:
+    """The cgroup of `unit` within a process's cgroup path (the path cut after the unit)."""
+    parts = path.split("/")
+    for i, component in enumerate(parts):
+        if component and _cg_unescape(component) == unit:
+            return "/".join(parts[: i + 1]) or "/"
+    raise OSError(errno.ENXIO, os.strerror(errno.ENXIO))
+
+
+def slice_path(slice_unit: str) -> str:
+    """The cgroup path of a slice: "a-b.slice" → "/a.slice/a-b.slice"; "-.slice" → "/"."""
+    if slice_unit == "-.slice":
+        return "/"
+    stem = slice_unit.removesuffix(".slice")
+    parts = stem.split("-")
+    return "/" + "/".join("-".join(parts[: i + 1]) + ".slice" for i in range(len(parts)))
+
+
+def create(path: str) -> bool:
+    """mkdir -p the cgroup; True if the last directory was created now."""
+    target = cgroup_dir(path)
+    existed = target.is_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    return not existed
+
+
+def attach(path: str, pid: int) -> None:
+    (cgroup_dir(path) / "cgroup.procs").write_text(f"{pid}\n")
+
+
+def pids(path: str, recursive: bool = True) -> list[int]:
+    """PIDs of the processes in the cgroup (and, recursively, below it)."""
+    root = cgroup_dir(path)
+    found: list[int] = []
+    dirs = [root]
+    while dirs:
+        d = dirs.pop()
+        try:
+            found.extend(int(p) for p in (d / "cgroup.procs").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if recursive:
+            try:
+                dirs.extend(e for e in d.iterdir() if e.is_dir())
+            except FileNotFoundError:
+                pass
+    return found
+
+
+def signal_all(path: str, signum: int) -> int:
+    """Send `signum` to every process of the cgroup subtree; the number signalled."""
+    sent = 0
+    for pid in pids(path):
+        try:
+            os.kill(pid, signum)
+            sent += 1
+        except ProcessLookupError:
+            pass
+    return sent
+
+
+def kill_all(path: str) -> None:
+    """SIGKILL the subtree: cgroup.kill where the kernel has it (5.14+), else one by one."""
+    kill_file = cgroup_dir(path) / "cgroup.kill"
+    try:
+        kill_file.write_text("1\n")
+        return
+    except FileNotFoundError:
+        if not cgroup_dir(path).is_dir():
+            return
+    except OSError:
+        pass
+    signal_all(path, 9)
+
+
+def is_populated(path: str) -> bool:
+    """True while any process lives in the cgroup subtree (cgroup.events: populated 1)."""
+    try:
+        text = (cgroup_dir(path) / "cgroup.events").read_text()
+    except FileNotFoundError:
+        return False
+    return "populated 1" in text
+
+
+def exists(path: str) -> bool:
+    return cgroup_dir(path).is_dir()
+
+
+def remove(path: str) -> None:
+    """rmdir the cgroup and its empty children, depth first."""
+    root = cgroup_dir(path)
+    if not root.is_dir() or root == unified_mount():
+        return
+    for dirpath, _dirnames, _files in sorted(os.walk(root), key=lambda w: -len(w[0])):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass
+
+
+def controllers(path: str) -> set[str]:
+    """Controllers available to the cgroup's children."""
+    try:
+        return set((cgroup_dir(path) / "cgroup.controllers").read_text().split())
+    except FileNotFoundError:
+        return set()
+
+
+OWNER_XATTR: Final = "trusted.pymachined.scope"
+
+
+def mark_owned(path: str, unit: str) -> None:
+    """Record on the cgroup itself that pymachined made it (survives a daemon restart)."""
+    try:
+        os.setxattr(cgroup_dir(path), OWNER_XATTR, unit.encode())
+    except OSError:
+        pass
+
+
+def owned_by_us(path: str, unit: str) -> bool:
+    try:
+        return os.getxattr(cgroup_dir(path), OWNER_XATTR) == unit.encode()
+    except OSError:
+        return False

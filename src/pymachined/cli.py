@@ -49,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="D-Bus address to serve on (default: the system bus, $DBUS_SYSTEM_BUS_ADDRESS)",
     )
+    parser.add_argument(
+        "--unit-backend",
+        choices=("auto", "systemd", "cgroupfs"),
+        default="auto",
+        help="who manages machine scopes: systemd (org.freedesktop.systemd1), cgroupfs (pymachined itself), "
+        "or auto: systemd when it is on the bus (default)",
+    )
+    parser.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=90.0,
+        help="cgroupfs backend: seconds between SIGTERM and SIGKILL when terminating a machine (default: 90)",
+    )
     return parser
 
 
@@ -63,7 +76,14 @@ def main(argv: list[str] | None = None) -> int:
             level = logging.INFO
     logging.basicConfig(level=level, stream=sys.stderr, format="pymachined: %(levelname)s: %(message)s")
     os.umask(0o022)
-    daemon = Daemon(Config(state_dir=args.state_dir, bus_address=args.bus_address))
+    daemon = Daemon(
+        Config(
+            state_dir=args.state_dir,
+            bus_address=args.bus_address,
+            unit_backend=args.unit_backend,
+            stop_timeout=args.stop_timeout,
+        )
+    )
     try:
         asyncio.run(daemon.run())
     except StartupError as exc:

@@ -14,12 +14,17 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.constants import NameFlag
 
 from .bus.dispatch import Dispatcher, Fallback, Node
-from .bus.machine import MACHINE_INTERFACE, PREFIX, MachineObjects
-from .bus.manager import MANAGER_INTERFACE, PATH, Manager, machine_signal
+from .bus.machine import MACHINE_INTERFACE, PREFIX, MachineObjects, Services
+from .bus.manager import MANAGER_INTERFACE, PATH, machine_signal
+from .leader import LeaderWatch
+from .lifecycle import Lifecycle
 from .machine import Machine
 from .notify import notify
 from .registry import Registry
 from .state import StateDirectory
+from .units import UnitBackend, UnitEvents
+from .units.cgroupfs import CgroupfsBackend
+from .units.systemd1 import Systemd1Backend, systemd_on_bus
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,8 @@ class StartupError(Exception):
 class Config:
     state_dir: Path = STATE_DIR
     bus_address: str | None = None
+    unit_backend: str = "auto"  # auto, systemd, cgroupfs
+    stop_timeout: float = 90.0  # cgroupfs: SIGTERM, then SIGKILL after this many seconds
 
 
 class Daemon:
@@ -45,6 +52,7 @@ class Daemon:
         self.state = StateDirectory(config.state_dir)
         self.registry = Registry(self.state)
         self.bus: MessageBus | None = None
+        self.lifecycle: Lifecycle | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -57,9 +65,18 @@ class Daemon:
             self.bus = await bus.connect()
         except (OSError, ValueError) as exc:
             raise StartupError(f"Failed to connect to the system bus: {exc}") from exc
-        dispatcher = Dispatcher(self.bus)
+        events = UnitEvents()
+        backend = await self._backend(events)
+        lifecycle = Lifecycle(self.registry, backend, LeaderWatch(asyncio.get_running_loop()))
+        self.lifecycle = lifecycle
+        events.unit_changed = lifecycle.unit_changed
+        events.job_removed = lifecycle.job_removed
+        events.reloaded = lifecycle.queue_all
+        events.cgroup_empty = lifecycle.cgroup_empty
+
+        dispatcher = Dispatcher(self.bus, Services(self.registry, lifecycle))
         objects = MachineObjects(self.registry)
-        dispatcher.add_node(PATH, Node([MANAGER_INTERFACE], Manager(self.registry)))
+        dispatcher.add_node(PATH, Node([MANAGER_INTERFACE]))
         dispatcher.add_node(PREFIX, Node([], None, enumerate_children=objects.labels))
         dispatcher.add_fallback(PREFIX, Fallback([MACHINE_INTERFACE], objects.find))
         dispatcher.install()
@@ -73,9 +90,22 @@ class Daemon:
         reply = await self.bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
             raise StartupError(f"Failed to acquire {BUS_NAME}: {reply.name}")
-        loaded = self.registry.load_state()
-        log.info("Serving %s with %d machine(s) reloaded", BUS_NAME, len(loaded))
+        started = await lifecycle.reload()
+        log.info("Serving %s with %d machine(s) reloaded", BUS_NAME, len(started))
         notify("READY=1\nSTATUS=Processing requests...")
+
+    async def _backend(self, events: UnitEvents) -> UnitBackend:
+        assert self.bus is not None
+        choice = self.config.unit_backend
+        if choice == "auto":
+            choice = "systemd" if await systemd_on_bus(self.bus) else "cgroupfs"
+        if choice == "systemd":
+            systemd = Systemd1Backend(self.bus, events)
+            await systemd.start()
+            log.info("Unit backend: systemd1 (scopes are created by org.freedesktop.systemd1)")
+            return systemd
+        log.info("Unit backend: cgroupfs (scopes are created by pymachined in the cgroup2 hierarchy)")
+        return CgroupfsBackend(events, stop_timeout=self.config.stop_timeout)
 
     async def _add_match(self, rule: str) -> None:
         assert self.bus is not None
@@ -112,4 +142,6 @@ class Daemon:
         notify("STOPPING=1\nSTATUS=Shutting down...")
         log.info("Shutting down; state files are kept")
         disconnected.cancel()
+        if self.lifecycle is not None:
+            await self.lifecycle.close()
         self.bus.disconnect()

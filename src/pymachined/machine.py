@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Final
 
+from .leader import PidRef
 from .names import HOST_MACHINE, bus_label_escape
 
 MACHINE_PATH_PREFIX: Final = "/org/freedesktop/machine1/machine/"
@@ -59,6 +60,16 @@ class Machine:
     started: bool = False
     stopping: bool = False
     referenced: bool = False  # unit created by this daemon instance (CreateMachine)
+    # beyond 252
+    leader_ref: PidRef | None = None  # the leader pinned by pidfd
+    supervisor_ref: PidRef | None = None  # the registering process, when it is not the leader
+    subgroup: str = ""
+    vsock_cid: int = 0
+    ssh_address: str = ""
+    ssh_private_key_path: str = ""
+    uid: int = 0  # who registered it
+    cgroup: str = ""  # the cgroup of its unit, when pymachined manages cgroups itself
+    owns_cgroup: bool = False  # that cgroup was created by pymachined (CreateMachine, cgroupfs)
 
     @property
     def is_host(self) -> bool:
@@ -77,6 +88,24 @@ class Machine:
         if self.scope_job:
             return MachineState.OPENING
         return MachineState.RUNNING
+
+    @property
+    def leader_pidfd_id(self) -> int:
+        return self.leader_ref.fd_id if self.leader_ref else 0
+
+    @property
+    def supervisor(self) -> int:
+        return self.supervisor_ref.pid if self.supervisor_ref else 0
+
+    @property
+    def supervisor_pidfd_id(self) -> int:
+        return self.supervisor_ref.fd_id if self.supervisor_ref else 0
+
+    def release(self) -> None:
+        """Close the pidfds this machine holds."""
+        for ref in (self.leader_ref, self.supervisor_ref):
+            if ref is not None:
+                ref.close()
 
     @property
     def is_container_or_vm(self) -> bool:

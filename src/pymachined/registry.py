@@ -11,10 +11,8 @@ from pathlib import Path
 from . import cgroup
 from .clock import Clock, boot_timestamp, system_now
 from .errors import (
-    MachineError,
     from_errno,
     invalid_args,
-    machine_exists,
     no_machine_for_pid,
     no_such_machine,
 )
@@ -153,28 +151,8 @@ class Registry:
         self.by_name[host.name] = host
         return host
 
-    def register(self, req: Registration) -> Machine:
-        """RegisterMachine: the unit comes from the leader's cgroup; the machine starts."""
-        if req.name in self.by_name:
-            raise machine_exists(req.name)
-        try:
-            unit = cgroup.pid_unit(req.leader)
-        except OSError as exc:
-            raise from_errno(exc.errno or errno.EIO, f"Failed to determine unit of process {req.leader} : %m") from None
-        machine = Machine(
-            name=req.name,
-            machine_class=req.machine_class,
-            id=req.id,
-            service=req.service,
-            root_directory=req.root_directory,
-            leader=req.leader,
-            unit=unit,
-            netif=req.netif,
-        )
-        self.start(machine)
-        return machine
-
-    def _check_startable(self, machine: Machine) -> None:
+    def check_startable(self, machine: Machine) -> None:
+        """252's machine_start checks: a container or VM, with a leader no other machine has."""
         if not machine.is_container_or_vm:
             raise from_errno(errno.EOPNOTSUPP)
         if machine.leader in self.by_leader and self.by_leader[machine.leader] is not machine:
@@ -184,7 +162,7 @@ class Registry:
         """Enter the tables, stamp, persist and announce a machine (machine_start)."""
         if machine.started:
             return
-        self._check_startable(machine)
+        self.check_startable(machine)
         self.by_name[machine.name] = machine
         self.by_leader[machine.leader] = machine
         if machine.unit:
@@ -225,14 +203,10 @@ class Registry:
             for listener in self.on_removed:
                 listener(machine)
 
-    def unregister(self, machine: Machine) -> None:
-        """UnregisterMachine: forget it; nothing is stopped."""
-        self.finalize(machine)
-
     # reload
 
     def load_state(self) -> list[Machine]:
-        """Load every state file; start what can start; keep the rest listed, unstarted."""
+        """Load every state file into the table, unstarted; the caller decides what starts."""
         loaded: list[Machine] = []
         for name in sorted(self.state.names()):
             if name in self.by_name:
@@ -241,14 +215,4 @@ class Registry:
             self.state.load(machine)
             self.by_name[name] = machine
             loaded.append(machine)
-        started: list[Machine] = []
-        for machine in loaded:
-            try:
-                self.start(machine)
-            except MachineError as exc:
-                # never started, so collectable at once: its files go, without a signal
-                log.warning("Failed to start machine %s, dropping it: %s", machine.name, exc)
-                self.finalize(machine)
-            else:
-                started.append(machine)
-        return started
+        return loaded

@@ -71,6 +71,9 @@ def test_nspawn_registers_and_unregisters(tmp_path: Path) -> None:
             (root / "stop").touch()
             out, _ = nspawn.communicate(timeout=30)
             t.note("nspawn exit", f"rc={nspawn.returncode}")
+            # what nspawn printed (its own harmless complaints about this sandbox aside)
+            printed = [line for line in out.decode().splitlines() if "compat systemd cgroup" not in line]
+            t.note("nspawn output", "\n".join(printed))
             t.machinectl("list")
             t.note("state dir after exit", "\n".join(sorted(p.name for p in STATE_DIR.iterdir())))
         finally:

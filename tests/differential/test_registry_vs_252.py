@@ -298,15 +298,44 @@ def test_unprivileged_callers(tmp_path: Path) -> None:
         t.run(*nobody, "call", *manager, "ListMachines")
         t.run(*nobody, "call", *manager, "GetMachine", "s", "foo")
         t.run(*nobody, "call", *manager, "GetMachineByPID", "u", str(foo.pid))
-        t.run(*nobody, "get-property", "org.freedesktop.machine1", f"{MACHINE}/foo",
-              "org.freedesktop.machine1.Machine", "Leader")
+        t.run(
+            *nobody,
+            "get-property",
+            "org.freedesktop.machine1",
+            f"{MACHINE}/foo",
+            "org.freedesktop.machine1.Machine",
+            "Leader",
+        )
         t.run(*nobody, "call", *manager, "RegisterMachine", "sayssus", "bar", "0", "", "container", str(foo.pid), "")
-        t.run(*nobody, "call", *manager, "RegisterMachineWithNetwork", "sayssusai", "bar", "0", "", "container",
-              str(foo.pid), "", "0")
+        t.run(
+            *nobody,
+            "call",
+            *manager,
+            "RegisterMachineWithNetwork",
+            "sayssusai",
+            "bar",
+            "0",
+            "",
+            "container",
+            str(foo.pid),
+            "",
+            "0",
+        )
         t.run(*nobody, "call", *manager, "UnregisterMachine", "s", "foo")
         t.run(*nobody, "call", *manager, "UnregisterMachine", "s", "nosuch")
-        t.run(*nobody, "call", "org.freedesktop.machine1", f"{MACHINE}/foo", "org.freedesktop.DBus.Properties",
-              "Set", "ssv", "org.freedesktop.machine1.Machine", "Name", "s", "x")
+        t.run(
+            *nobody,
+            "call",
+            "org.freedesktop.machine1",
+            f"{MACHINE}/foo",
+            "org.freedesktop.DBus.Properties",
+            "Set",
+            "ssv",
+            "org.freedesktop.machine1.Machine",
+            "Name",
+            "s",
+            "x",
+        )
         t.machinectl("list")
 
     assert_same_as_252(scenario, tmp_path)

@@ -59,10 +59,11 @@ def test_signals_come_before_replies(tmp_path: Path) -> None:
     def scenario(s: System, t: Transcript) -> None:
         foo = t.leader("machine-foo.scope")
         bar = t.leader("machine-my\\x2dbar.scope")
+        other = t.leader("machine-other.scope")
         calls = [
             manager_call("RegisterMachine", "sayssus", ["foo", b"", "", "container", foo.pid, ""]),
             manager_call("RegisterMachineWithNetwork", "sayssusai", ["my-bar", b"", "", "vm", bar.pid, "", [2]]),
-            manager_call("RegisterMachine", "sayssus", ["foo", b"", "", "container", foo.pid, ""]),
+            manager_call("RegisterMachine", "sayssus", ["foo", b"", "", "container", other.pid, ""]),
             manager_call("UnregisterMachine", "s", ["foo"]),
             manager_call("UnregisterMachine", "s", [".host"]),
             manager_call("UnregisterMachine", "s", ["my-bar"]),

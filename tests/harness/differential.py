@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,16 @@ _TIME_PATTERNS: Final = [
     (re.compile(r"\[\d+\]"), "[<pid>]"),
     (re.compile(r"\bpid=\d+"), "pid=<pid>"),
 ]
+
+
+_LIST_MACHINES: Final = re.compile(r"^a\(ssso\) (\d+) (.*)$", re.M)
+
+
+def _sorted_machines(match: re.Match[str]) -> str:
+    """ListMachines answers in hash order (252): compare the entries sorted."""
+    words = shlex.split(match.group(2))
+    entries = sorted(words[i : i + 4] for i in range(0, len(words), 4))
+    return f"a(ssso) {match.group(1)} " + " ".join(shlex.join(e) for e in entries)
 
 
 @dataclass
@@ -73,6 +84,7 @@ class Transcript:
 
     def normalise(self, text: str) -> str:
         text = text.replace(str(self.system.workdir), "<workdir>")
+        text = _LIST_MACHINES.sub(_sorted_machines, text)
         for index, pid in sorted(enumerate(self.leaders), key=lambda p: -len(str(p[1]))):
             text = re.sub(rf"\b{pid}\b", f"<leader{index}>", text)
         for pattern, replacement in _TIME_PATTERNS:

@@ -92,6 +92,7 @@ class System:
     leaders: list[Leader] = field(default_factory=list)
     cgroups: list[Path] = field(default_factory=list)
     daemon_log: Path | None = None
+    daemon_args: list[str] = field(default_factory=list)
 
     # bus and daemon
 
@@ -129,9 +130,10 @@ class System:
             env.update(extra_env)
         self.daemon_log = self.workdir / f"{self.implementation.name}.log"
         log = self.daemon_log.open("ab")
-        self.daemon = subprocess.Popen(
-            list(self.implementation.argv), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log
-        )
+        argv = list(self.implementation.argv)
+        if not self.implementation.is_reference:
+            argv += self.daemon_args
+        self.daemon = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         log.close()
         wait_for(self._name_owned, f"{self.implementation.name} to own {BUS_NAME}", process=self.daemon)
 
@@ -207,6 +209,26 @@ class System:
         self.leaders.append(leader)
         return leader
 
+    def spawn_process(self, argv: list[str]) -> Leader:
+        """A process left where the test runs (the namespace's root cgroup), e.g. for CreateMachine."""
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=self.env(), preexec_fn=_default_signals)
+        leader = Leader(process.pid, cgroup_root(), process)
+        self.leaders.append(leader)
+        return leader
+
+    def trapping_leader(self, marker_dir: Path, ignore_term: bool = False) -> Leader:
+        """A shell that writes a marker file per signal it receives (as systemd's TEST-13 leaders)."""
+        traps = " ".join(
+            f"trap 'echo {sig} >> {marker_dir}/signals' {sig};" for sig in ("USR1", "USR2", "INT", "HUP", "RTMIN+4")
+        )
+        term = (
+            "trap 'echo TERM >> {d}/signals' TERM;" if ignore_term else "trap 'echo TERM >> {d}/signals; exit 0' TERM;"
+        )
+        script = f"{traps} {term.format(d=marker_dir)} echo ready > {marker_dir}/ready; while :; do sleep 0.05; done"
+        leader = self.spawn_process(["bash", "-c", script])
+        wait_for(lambda: (marker_dir / "ready").exists(), "the trapping leader to install its traps")
+        return leader
+
     def register(
         self,
         name: str,
@@ -249,14 +271,22 @@ class System:
         if self.bus is not None and self.bus.poll() is None:
             self.bus.terminate()
             self.bus.wait()
-        for path in reversed(self.cgroups):
+        # everything below the namespace's cgroup root: leaders, containers, scopes a daemon made
+        below = sorted((p for p in cgroup_root().rglob("*") if p.is_dir()), key=lambda p: -len(p.parts))
+        for path in below:
             kill_cgroup(path)
-        for path in reversed(self.cgroups):
+        for path in below:
             try:
                 path.rmdir()
             except OSError:
                 pass
         reset_runtime_state()
+
+
+def _default_signals() -> None:
+    """Undo the SIGINT/SIGQUIT the harness inherited ignored (a background job of a script)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 
 def kill_cgroup(path: Path) -> None:

@@ -15,10 +15,6 @@ NOT_YET = {
     "org.freedesktop.machine1.Manager": {
         "GetImage",
         "ListImages",
-        "CreateMachine",
-        "CreateMachineWithNetwork",
-        "TerminateMachine",
-        "KillMachine",
         "OpenMachinePTY",
         "OpenMachineLogin",
         "OpenMachineShell",
@@ -45,8 +41,6 @@ NOT_YET = {
         "MapToMachineGroup",
     },
     "org.freedesktop.machine1.Machine": {
-        "Terminate",
-        "Kill",
         "OpenPTY",
         "OpenLogin",
         "OpenShell",
@@ -59,10 +53,18 @@ NOT_YET = {
     },
 }
 NOT_YET_NODES = {"image", "LogControl1"}
+# Members newer than 252 that pymachined adds; stripped from its XML before comparing with 252's.
+NEWER = {"CreateMachineEx", "RegisterMachineEx", "GetMachineSSHInfo", "GetSSHInfo"}
 
 
 def reference(name: str) -> str:
     return (CAPTURED / name).read_text()
+
+
+def without_newer(xml: str) -> str:
+    for member in NEWER:
+        xml, count = re.subn(rf'  <method name="{member}">\n(?:   .*\n)*?  </method>\n', "", xml)
+    return xml
 
 
 def without_unimplemented(xml: str) -> str:
@@ -84,15 +86,18 @@ def introspect(system: System, path: str) -> str:
 
 def test_manager_object(machined: System) -> None:
     expected = without_unimplemented(reference("org_freedesktop_machine1.xml"))
-    assert introspect(machined, "/org/freedesktop/machine1") == expected
+    ours = introspect(machined, "/org/freedesktop/machine1")
+    assert without_newer(ours) == expected
+    for member in ("CreateMachineEx", "RegisterMachineEx", "GetMachineSSHInfo"):
+        assert f'<method name="{member}">' in ours
 
 
 def test_machine_objects(machined: System) -> None:
     for name in ("foo", "bar", "baz"):
         machined.register(name, machined.spawn_leader(f"machine-{name}.scope"))
     expected = without_unimplemented(reference("org_freedesktop_machine1_machine__2ehost.xml"))
-    assert introspect(machined, "/org/freedesktop/machine1/machine/_2ehost") == expected
-    assert introspect(machined, "/org/freedesktop/machine1/machine/foo") == expected
+    assert without_newer(introspect(machined, "/org/freedesktop/machine1/machine/_2ehost")) == expected
+    assert without_newer(introspect(machined, "/org/freedesktop/machine1/machine/foo")) == expected
     listing = introspect(machined, "/org/freedesktop/machine1/machine")
     reference_listing = reference("org_freedesktop_machine1_machine.xml")
     node = re.compile(r' <node name="[^"]+"/>\n')

@@ -94,8 +94,9 @@ class Call:
 class Dispatcher:
     """Routes method calls to vtables and sends the replies."""
 
-    def __init__(self, bus: MessageBus) -> None:
+    def __init__(self, bus: MessageBus, context: Any = None) -> None:
         self.bus = bus
+        self.context = context  # what handlers reach through call.dispatcher.context
         self.nodes: dict[str, Node] = {}
         self.fallbacks: dict[str, Fallback] = {}
         self.machine_id = ""

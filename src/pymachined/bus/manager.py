@@ -2,79 +2,107 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final
+from typing import Any, Final
 
 from dbus_fast import Message
 
-from ..errors import from_errno
+from ..errors import from_errno, invalid_args, machine_exists
 from ..images.pool import POOL_PATH, pool_limit, pool_usage
-from ..machine import Machine
-from ..registry import Registry, validate_registration
+from ..leader import PidRef
+from ..lifecycle import Extras
+from ..machine import Machine, MachineClass
+from ..names import machine_name_is_valid
+from ..registry import Registration, validate_registration
+from ..units import ScopeProperty
 from .dispatch import Call
-from .machine import get_addresses, get_os_release, get_uid_shift
+from .machine import (
+    caller_of,
+    get_addresses,
+    get_os_release,
+    get_ssh_info,
+    get_uid_shift,
+    kill,
+    services,
+    terminate,
+)
 from .polkit import check_authorization
 from .vtable import Arg, Body, Interface, Method, Property, Signal, args
 
 INTERFACE: Final = "org.freedesktop.machine1.Manager"
 PATH: Final = "/org/freedesktop/machine1"
-UINT32_MAX: Final = 2**32 - 1
+VMADDR_CID_ANY: Final = 2**32 - 1
+PATH_MAX: Final = 4096
 
 
-class Manager:
-    """The object the Manager interface's handlers act on."""
-
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
+def _get_machine(call: Call, _obj: None, name: str) -> Body:
+    return [services(call).registry.get(name).object_path]
 
 
-def _get_machine(call: Call, manager: Manager, name: str) -> Body:
-    return [manager.registry.get(name).object_path]
-
-
-def _get_machine_by_pid(call: Call, manager: Manager, pid: int) -> Body | Awaitable[Body]:
+def _get_machine_by_pid(call: Call, _obj: None, pid: int) -> Body | Awaitable[Body]:
     if pid == 0:
-        return _get_machine_by_caller(call, manager)
+        return _get_machine_by_caller(call)
     if pid > 2**31 - 1:
-        raise from_errno(22)  # EINVAL: negative as pid_t
-    return [manager.registry.get_by_pid(pid).object_path]
+        raise from_errno(errno.EINVAL)  # negative as pid_t
+    return [services(call).registry.get_by_pid(pid).object_path]
 
 
-async def _get_machine_by_caller(call: Call, manager: Manager) -> Body:
+async def _get_machine_by_caller(call: Call) -> Body:
     creds = await call.credentials()
-    return [manager.registry.get_by_pid(creds.pid).object_path]
+    return [services(call).registry.get_by_pid(creds.pid).object_path]
 
 
-def _list_machines(call: Call, manager: Manager) -> Body:
-    return [[[m.name, m.machine_class.value, m.service, m.object_path] for m in manager.registry]]
+def _list_machines(call: Call, _obj: None) -> Body:
+    return [[[m.name, m.machine_class.value, m.service, m.object_path] for m in services(call).registry]]
 
 
-async def _register(
-    call: Call,
-    manager: Manager,
-    name: str,
-    machine_id: bytes,
-    service: str,
-    class_name: str,
-    leader: int,
-    root_directory: str,
-    netif: Sequence[int] = (),
-) -> Body:
-    req = validate_registration(name, bytes(machine_id), service, class_name, leader, root_directory, netif)
+# registration and creation
+
+
+async def _validated(
+    call: Call, name: str, mid: bytes, service: str, cls: str, leader: int, root: str, netif: Sequence[int] = ()
+) -> Registration:
+    req = validate_registration(name, bytes(mid), service, cls, leader, root, netif)
     if req.leader == 0:
         req.leader = (await call.credentials()).pid
-    return [manager.registry.register(req).object_path]
+    return req
 
 
-def _register_machine(
-    call: Call, manager: Manager, name: str, mid: bytes, service: str, cls: str, leader: int, root: str
-) -> Awaitable[Body]:
-    return _register(call, manager, name, mid, service, cls, leader, root)
+async def _register(call: Call, req: Registration, extras: Extras | None = None) -> Body:
+    caller = await caller_of(call)
+    return [services(call).lifecycle.register(req, caller, extras).object_path]
 
 
-def _register_machine_with_network(
+async def _create(call: Call, req: Registration, scope_properties: list[Any], extras: Extras | None = None) -> Body:
+    caller = await caller_of(call)
+    properties: list[ScopeProperty] = [(name, v.signature, v.value) for name, v in scope_properties]
+    started = await services(call).lifecycle.create(req, properties, caller, extras)
+    machine = await started
+    return [machine.object_path]
+
+
+async def _register_machine(
+    call: Call, _obj: None, name: str, mid: bytes, service: str, cls: str, leader: int, root: str
+) -> Body:
+    return await _register(call, await _validated(call, name, mid, service, cls, leader, root))
+
+
+async def _register_machine_with_network(
+    call: Call, _obj: None, name: str, mid: bytes, service: str, cls: str, leader: int, root: str, netif: list[int]
+) -> Body:
+    return await _register(call, await _validated(call, name, mid, service, cls, leader, root, netif))
+
+
+async def _create_machine(
+    call: Call, _obj: None, name: str, mid: bytes, service: str, cls: str, leader: int, root: str, scope: list[Any]
+) -> Body:
+    return await _create(call, await _validated(call, name, mid, service, cls, leader, root), scope)
+
+
+async def _create_machine_with_network(
     call: Call,
-    manager: Manager,
+    _obj: None,
     name: str,
     mid: bytes,
     service: str,
@@ -82,26 +110,150 @@ def _register_machine_with_network(
     leader: int,
     root: str,
     netif: list[int],
-) -> Awaitable[Body]:
-    return _register(call, manager, name, mid, service, cls, leader, root, netif)
+    scope: list[Any],
+) -> Body:
+    return await _create(call, await _validated(call, name, mid, service, cls, leader, root, netif), scope)
 
 
-async def _unregister_machine(call: Call, manager: Manager, name: str) -> Body:
-    machine = manager.registry.get(name)
+async def _register_machine_ex(call: Call, _obj: None, name: str, properties: list[Any]) -> Body:
+    req, extras = await _parse_ex(call, name, properties)
+    return await _register(call, req, extras)
+
+
+async def _create_machine_ex(call: Call, _obj: None, name: str, properties: list[Any], scope: list[Any]) -> Body:
+    req, extras = await _parse_ex(call, name, properties)
+    return await _create(call, req, scope, extras)
+
+
+_EX_TYPES: Final = {
+    "Id": "ay",
+    "Service": "s",
+    "Class": "s",
+    "LeaderPID": "u",
+    "LeaderPIDFD": "h",
+    "LeaderPIDFDID": "t",
+    "RootDirectory": "s",
+    "NetworkInterfaces": "ai",
+    "VSockCID": "u",
+    "SSHAddress": "s",
+    "SSHPrivateKeyPath": "s",
+}
+
+
+async def _parse_ex(call: Call, name: str, properties: list[Any]) -> tuple[Registration, Extras]:
+    """The a(sv) of RegisterMachineEx/CreateMachineEx, checked in upstream's (v259) order."""
+    if not machine_name_is_valid(name):
+        raise invalid_args("Invalid machine name")
+    values: dict[str, Any] = {}
+    for key, variant in properties:
+        expected = _EX_TYPES.get(key)
+        if expected is None:
+            raise invalid_args(f"Unknown property '{key}'")
+        if variant.signature != expected:
+            if key == "Id":
+                raise invalid_args("Invalid machine ID parameter")
+            raise from_errno(errno.ENXIO)  # sd_bus_message_read() of the wrong type
+        value = variant.value
+        if key == "Id" and len(value) not in (0, 16):
+            raise invalid_args("Invalid machine ID parameter")
+        if key == "NetworkInterfaces":
+            for ifindex in value:
+                if ifindex <= 0:
+                    raise invalid_args(f"Invalid network interface index {ifindex}")
+        if key == "VSockCID" and (value < 3 or value == VMADDR_CID_ANY):
+            raise invalid_args("JSON field 'vSockCid' is not a regular VSOCK CID.")
+        values[key] = value
+    class_name = values.get("Class", "")
+    if MachineClass.from_string(class_name) is None:
+        raise invalid_args("Invalid machine class parameter")
+    root = values.get("RootDirectory", "")
+    if root and (not root.startswith("/") or len(root) >= PATH_MAX):
+        raise invalid_args("Root directory must be empty or an absolute path")
+    if services(call).registry.find(name) is not None:
+        raise machine_exists(name)
+    leader_ref = _leader_from_ex(call, values)
+    if leader_ref is None:
+        leader = (await call.credentials()).pid
+    else:
+        leader = leader_ref.pid
+    if leader == 1:
+        if leader_ref is not None:
+            leader_ref.close()
+        raise invalid_args("Invalid leader PID")
+    req = validate_registration(
+        name,
+        bytes(values.get("Id", b"")),
+        values.get("Service", ""),
+        class_name,
+        leader,
+        root,
+        values.get("NetworkInterfaces", ()),
+    )
+    extras = Extras(
+        leader_ref=leader_ref,
+        vsock_cid=values.get("VSockCID", 0),
+        ssh_address=values.get("SSHAddress", ""),
+        ssh_private_key_path=values.get("SSHPrivateKeyPath", ""),
+    )
+    return req, extras
+
+
+def _leader_from_ex(call: Call, values: dict[str, Any]) -> PidRef | None:
+    leader_pid = values.get("LeaderPID", 0)
+    leader_pidfdid = values.get("LeaderPIDFDID", 0)
+    if "LeaderPIDFD" in values:
+        index = values["LeaderPIDFD"]
+        fds = call.message.unix_fds
+        if not isinstance(index, int) or not 0 <= index < len(fds):
+            raise invalid_args("Invalid LeaderPIDFD")
+        try:
+            ref = PidRef.from_pidfd(fds[index])
+        except OSError as exc:
+            raise from_errno(exc.errno or errno.EBADF, f"Failed to parse PIDFD {fds[index]}: %m") from None
+        if leader_pid > 0 and ref.pid != leader_pid:
+            ref.close()
+            raise invalid_args("LeaderPID and LeaderPIDFD refer to different processes")
+        if leader_pidfdid > 0 and ref.fd_id and ref.fd_id != leader_pidfdid:
+            ref.close()
+            raise invalid_args("LeaderPIDFDID does not match the inode number of LeaderPIDFD")
+        return ref
+    if leader_pid > 0 and leader_pidfdid > 0:
+        try:
+            ref = PidRef.pin(leader_pid)
+        except OSError as exc:
+            raise from_errno(
+                exc.errno or errno.ESRCH, f"Failed to pin process {leader_pid} by PIDFDID {leader_pidfdid}: %m"
+            ) from None
+        if ref.fd_id and ref.fd_id != leader_pidfdid:
+            ref.close()
+            raise from_errno(errno.ESRCH, f"Failed to pin process {leader_pid} by PIDFDID {leader_pidfdid}: %m")
+        return ref
+    if leader_pid > 0 or leader_pidfdid > 0:
+        raise invalid_args(
+            "Both LeaderPID and LeaderPIDFDID must be specified to identify the leader process by PIDFDID"
+        )
+    return None
+
+
+async def _unregister_machine(call: Call, _obj: None, name: str) -> Body:
+    machine = services(call).registry.get(name)
     await check_authorization(call, "manage-machines", {"machine": machine.name, "verb": "unregister"})
-    if manager.registry.find(machine.name) is machine:
-        manager.registry.unregister(machine)
+    if services(call).registry.find(machine.name) is machine:
+        services(call).lifecycle.unregister(machine)
     return []
 
 
 def _on_machine(handler: Callable[..., Body | Awaitable[Body]]) -> Callable[..., Body | Awaitable[Body]]:
     """A Manager forwarder: look the machine up by name, then run the Machine method."""
 
-    def forward(call: Call, manager: Manager, name: str, *rest: object) -> Body | Awaitable[Body]:
-        machine: Machine = manager.registry.get(name)
+    def forward(call: Call, _obj: None, name: str, *rest: object) -> Body | Awaitable[Body]:
+        machine: Machine = services(call).registry.get(name)
         return handler(call, machine, *rest)
 
     return forward
+
+
+MACHINE_ARGS: Final = "s name, ay id, s service, s class, u leader, s root_directory"
 
 
 def _interface() -> Interface:
@@ -115,21 +267,51 @@ def _interface() -> Interface:
             Method("GetMachineByPID", _get_machine_by_pid, args("u pid"), args("o machine")),
             Method("ListMachines", _list_machines, (), args("a(ssso) machines")),
             Method(
-                "RegisterMachine",
-                _register_machine,
-                args("s name, ay id, s service, s class, u leader, s root_directory"),
+                "CreateMachine",
+                _create_machine,
+                args(f"{MACHINE_ARGS}, a(sv) scope_properties"),
                 args("o path"),
                 privileged=True,
             ),
             Method(
+                "CreateMachineWithNetwork",
+                _create_machine_with_network,
+                args(f"{MACHINE_ARGS}, ai ifindices, a(sv) scope_properties"),
+                args("o path"),
+                privileged=True,
+            ),
+            Method(
+                "CreateMachineEx",
+                _create_machine_ex,
+                args("s name, a(sv) properties, a(sv) scope_properties"),
+                args("o path"),
+                privileged=True,
+            ),
+            Method("RegisterMachine", _register_machine, args(MACHINE_ARGS), args("o path"), privileged=True),
+            Method(
                 "RegisterMachineWithNetwork",
                 _register_machine_with_network,
-                args("s name, ay id, s service, s class, u leader, s root_directory, ai ifindices"),
+                args(f"{MACHINE_ARGS}, ai ifindices"),
+                args("o path"),
+                privileged=True,
+            ),
+            Method(
+                "RegisterMachineEx",
+                _register_machine_ex,
+                args("s name, a(sv) properties"),
                 args("o path"),
                 privileged=True,
             ),
             Method("UnregisterMachine", _unregister_machine, args("s name")),
+            Method("TerminateMachine", _on_machine(terminate), args("s id")),
+            Method("KillMachine", _on_machine(kill), args("s name, s who, i signal")),
             Method("GetMachineAddresses", _on_machine(get_addresses), args("s name"), args("a(iay) addresses")),
+            Method(
+                "GetMachineSSHInfo",
+                _on_machine(get_ssh_info),
+                args("s name"),
+                args("s ssh_address, s ssh_private_key_path"),
+            ),
             Method("GetMachineOSRelease", _on_machine(get_os_release), args("s name"), args("a{ss} fields")),
             Method("GetMachineUIDShift", _on_machine(get_uid_shift), args("s name"), args("u shift")),
             Signal("MachineNew", (Arg("s", "machine"), Arg("o", "path"))),

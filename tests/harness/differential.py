@@ -13,7 +13,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, Protocol
 
 from .system import PYMACHINED, REFERENCE, Implementation, Leader, Result, System, system
 
@@ -40,13 +40,20 @@ def _sorted_machines(match: re.Match[str]) -> str:
     return f"a(ssso) {match.group(1)} " + " ".join(shlex.join(e) for e in entries)
 
 
+class Target(Protocol):
+    def run(self, *argv: str, input: str | None = None, timeout: float = 30) -> Result: ...
+
+
 @dataclass
 class Transcript:
-    system: System
+    system: System | Target
     steps: list[tuple[str, str]] = field(default_factory=list)
     leaders: list[int] = field(default_factory=list)
+    workdir: Path | None = None
+    extra_patterns: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
 
     def leader(self, unit: str, slice_: str = "machine.slice") -> Leader:
+        assert isinstance(self.system, System)
         leader = self.system.spawn_leader(unit, slice_)
         self.leaders.append(leader.pid)
         return leader
@@ -83,13 +90,40 @@ class Transcript:
         return self.busctl(*argv)
 
     def normalise(self, text: str) -> str:
-        text = text.replace(str(self.system.workdir), "<workdir>")
+        workdir = self.workdir or getattr(self.system, "workdir", None)
+        if workdir is not None:
+            text = text.replace(str(workdir), "<workdir>")
+        for pattern, replacement in self.extra_patterns:
+            text = pattern.sub(replacement, text)
         text = _LIST_MACHINES.sub(_sorted_machines, text)
         for index, pid in sorted(enumerate(self.leaders), key=lambda p: -len(str(p[1]))):
             text = re.sub(rf"\b{pid}\b", f"<leader{index}>", text)
         for pattern, replacement in _TIME_PATTERNS:
             text = pattern.sub(replacement, text)
         return text
+
+
+BootedScenario = Callable[[Any, "Transcript"], None]
+
+
+def assert_same_as_252_booted(scenario: BootedScenario, tmp_path: Path) -> list[tuple[str, str]]:
+    """Boot the Debian image twice, pymachined then the real systemd-machined 252 inside; compare."""
+    from .booted import booted_container
+
+    results: dict[str, list[tuple[str, str]]] = {}
+    for machined in ("pymachined", "machined252"):
+        workdir = tmp_path / machined
+        workdir.mkdir(parents=True)
+        with booted_container(workdir, machined=machined) as ct:
+            transcript = Transcript(ct, workdir=workdir, extra_patterns=list(BOOTED_PATTERNS))
+            scenario(ct, transcript)
+            results[machined] = transcript.steps
+    return _compare(results["pymachined"], results["machined252"])
+
+
+BOOTED_PATTERNS: Final = [
+    (re.compile(r"/org/freedesktop/systemd1/job/\d+"), "/org/freedesktop/systemd1/job/N"),
+]
 
 
 def run_scenario(implementation: Implementation, scenario: Scenario, workdir: Path) -> list[tuple[str, str]]:
@@ -104,6 +138,10 @@ def assert_same_as_252(scenario: Scenario, tmp_path: Path) -> list[tuple[str, st
     """Run `scenario` on both daemons; fail with a unified diff where they differ."""
     ours = run_scenario(PYMACHINED, scenario, tmp_path / PYMACHINED.name)
     reference = run_scenario(REFERENCE, scenario, tmp_path / REFERENCE.name)
+    return _compare(ours, reference)
+
+
+def _compare(ours: list[tuple[str, str]], reference: list[tuple[str, str]]) -> list[tuple[str, str]]:
     if ours != reference:
         left = [f"## {label}\n{text}" for label, text in reference]
         right = [f"## {label}\n{text}" for label, text in ours]

@@ -20,6 +20,8 @@ from .leader import LeaderWatch
 from .lifecycle import Lifecycle
 from .machine import Machine
 from .notify import notify
+from .ops.addresses import AddressReader
+from .ops.usermap import IdMapIndex
 from .registry import Registry
 from .state import StateDirectory
 from .units import UnitBackend, UnitEvents
@@ -74,7 +76,13 @@ class Daemon:
         events.reloaded = lifecycle.queue_all
         events.cgroup_empty = lifecycle.cgroup_empty
 
-        dispatcher = Dispatcher(self.bus, Services(self.registry, lifecycle))
+        uid_index, gid_index = IdMapIndex("uid"), IdMapIndex("gid")
+        for index in (uid_index, gid_index):
+            self.registry.on_new.append(index.add)
+            self.registry.on_removed.append(index.remove)
+        addresses = AddressReader()
+        self.registry.on_removed.append(addresses.forget)
+        dispatcher = Dispatcher(self.bus, Services(self.registry, lifecycle, uid_index, gid_index, addresses))
         objects = MachineObjects(self.registry)
         dispatcher.add_node(PATH, Node([MANAGER_INTERFACE]))
         dispatcher.add_node(PREFIX, Node([], None, enumerate_children=objects.labels))

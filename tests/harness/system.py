@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -209,6 +210,36 @@ class System:
         self.leaders.append(leader)
         return leader
 
+    def spawn_in(self, unit: str, argv: list[str], slice_: str = "machine.slice") -> Leader:
+        """Any command as a leader, moved into <slice>/<unit> once it runs."""
+        cgroup = self.make_cgroup(f"{slice_}/{unit}" if slice_ else unit)
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, preexec_fn=_default_signals)
+        (cgroup / "cgroup.procs").write_text(str(process.pid))
+        leader = Leader(process.pid, cgroup, process)
+        self.leaders.append(leader)
+        return leader
+
+    def userns_leader(self, unit: str, uid_map: str = "0 100000 65536", gid_map: str | None = None) -> Leader:
+        """A leader in a user namespace of its own, with the given map written from outside."""
+        leader = self.spawn_in(unit, ["unshare", "--user", "sleep", "infinity"])
+        wait_for(lambda: _userns_differs(leader.pid), "the leader to enter its user namespace")
+        Path(f"/proc/{leader.pid}/uid_map").write_text(uid_map.replace(";", "\n") + "\n")
+        Path(f"/proc/{leader.pid}/gid_map").write_text((gid_map or uid_map).replace(";", "\n") + "\n")
+        return leader
+
+    def chroot_leader(self, unit: str, root: Path, own_mount_namespace: bool = True) -> Leader:
+        """A leader whose root directory is `root`, in a mount namespace of its own as containers are."""
+        chroot = ["chroot", str(root), "/bin/sleep", "1000000"]
+        if own_mount_namespace:
+            # a mount namespace with /proc mounted in the root, as a container has
+            script = f"mount -t proc proc {root}/proc && exec {shlex.join(chroot)}"
+            argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
+        else:
+            argv = chroot
+        leader = self.spawn_in(unit, argv)
+        wait_for(lambda: os.path.exists(f"/proc/{leader.pid}/root/bin/busybox"), "the leader to enter its root")
+        return leader
+
     def spawn_process(self, argv: list[str]) -> Leader:
         """A process left where the test runs (the namespace's root cgroup), e.g. for CreateMachine."""
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=self.env(), preexec_fn=_default_signals)
@@ -281,6 +312,15 @@ class System:
             except OSError:
                 pass
         reset_runtime_state()
+
+
+def _userns_differs(pid: int) -> bool:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user") and (
+            Path(f"/proc/{pid}/comm").read_text().strip() == "sleep"
+        )
+    except OSError:
+        return False
 
 
 def _default_signals() -> None:

@@ -42,16 +42,40 @@ def wait_inside(ct: Any, script: str, what: str, timeout: float = 20) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-SCOPE_PROPS = ["-p", "Slice", "-p", "Description", "-p", "TasksMax", "-p", "Delegate", "-p", "CollectMode",
-               "-p", "ActiveState"]
+SCOPE_PROPS = [
+    "-p",
+    "Slice",
+    "-p",
+    "Description",
+    "-p",
+    "TasksMax",
+    "-p",
+    "Delegate",
+    "-p",
+    "CollectMode",
+    "-p",
+    "ActiveState",
+]
 
 
 def test_create_terminate_kill_gc(tmp_path: Path) -> None:
     def scenario(ct: Any, t: Transcript) -> None:
         t.run("machinectl", "list")
         leader = holder(ct, t, "hold-web")
-        t.run("busctl", "call", *MANAGER, "CreateMachine", "sayssusa(sv)", "web", "0", "svc", "container",
-              str(leader), "/", "0")
+        t.run(
+            "busctl",
+            "call",
+            *MANAGER,
+            "CreateMachine",
+            "sayssusa(sv)",
+            "web",
+            "0",
+            "svc",
+            "container",
+            str(leader),
+            "/",
+            "0",
+        )
         t.run("systemctl", "show", "machine-web.scope", *SCOPE_PROPS)
         t.run("cat", "/run/systemd/machines/web")
         t.run("machinectl", "list", "--no-legend")
@@ -66,8 +90,27 @@ def test_create_terminate_kill_gc(tmp_path: Path) -> None:
 
         # caller properties follow the defaults and win; a second Description overrides the first
         leader2 = holder(ct, t, "hold-vm")
-        t.run("busctl", "call", *MANAGER, "CreateMachineWithNetwork", "sayssusaia(sv)", "my-vm", "0", "", "vm",
-              str(leader2), "", "0", "2", "Description", "s", "custom description", "TasksMax", "t", "77")
+        t.run(
+            "busctl",
+            "call",
+            *MANAGER,
+            "CreateMachineWithNetwork",
+            "sayssusaia(sv)",
+            "my-vm",
+            "0",
+            "",
+            "vm",
+            str(leader2),
+            "",
+            "0",
+            "2",
+            "Description",
+            "s",
+            "custom description",
+            "TasksMax",
+            "t",
+            "77",
+        )
         t.run("systemctl", "show", "machine-my\\x2dvm.scope", *SCOPE_PROPS)
         # GC follows systemd: stopping the scope behind machined's back removes the machine
         t.run("systemctl", "stop", "machine-my\\x2dvm.scope")
@@ -76,10 +119,26 @@ def test_create_terminate_kill_gc(tmp_path: Path) -> None:
 
         # systemd's errors are forwarded verbatim
         leader3 = holder(ct, t, "hold-bad")
-        t.run("busctl", "call", *MANAGER, "CreateMachine", "sayssusa(sv)", "bad", "0", "", "container",
-              str(leader3), "", "1", "Frobnicate", "b", "true")
-        t.run("busctl", "call", *MANAGER, "CreateMachine", "sayssusa(sv)", "bad", "0", "", "container",
-              "999999", "", "0")
+        t.run(
+            "busctl",
+            "call",
+            *MANAGER,
+            "CreateMachine",
+            "sayssusa(sv)",
+            "bad",
+            "0",
+            "",
+            "container",
+            str(leader3),
+            "",
+            "1",
+            "Frobnicate",
+            "b",
+            "true",
+        )
+        t.run(
+            "busctl", "call", *MANAGER, "CreateMachine", "sayssusa(sv)", "bad", "0", "", "container", "999999", "", "0"
+        )
         t.run("machinectl", "list")
 
     steps = dict(assert_same_as_252_booted(scenario, tmp_path))
@@ -89,10 +148,16 @@ def test_create_terminate_kill_gc(tmp_path: Path) -> None:
 
 def test_registered_machine_terminate_stops_the_registrant(tmp_path: Path) -> None:
     def scenario(ct: Any, t: Transcript) -> None:
-        r = ct.run("systemd-run", "--unit=reg-leader", "--quiet", "sh", "-c",
-                   "busctl call org.freedesktop.machine1 /org/freedesktop/machine1 "
-                   "org.freedesktop.machine1.Manager RegisterMachine sayssus reg 0 '' container $$$$ ''; "
-                   "exec sleep infinity")
+        r = ct.run(
+            "systemd-run",
+            "--unit=reg-leader",
+            "--quiet",
+            "sh",
+            "-c",
+            "busctl call org.freedesktop.machine1 /org/freedesktop/machine1 "
+            "org.freedesktop.machine1.Manager RegisterMachine sayssus reg 0 '' container $$$$ ''; "
+            "exec sleep infinity",
+        )
         assert r.returncode == 0, r.output
         wait_inside(ct, "machinectl show reg >/dev/null 2>&1", "reg to register")
         t.leaders.append(int(ct.run("machinectl", "show", "-p", "Leader", "--value", "reg").stdout))
@@ -114,8 +179,9 @@ def test_journal_has_no_tracebacks(tmp_path: Path) -> None:
         r = ct.run("systemd-run", "--unit=hold-x", "--quiet", "sleep", "infinity")
         assert r.returncode == 0
         pid = ct.run("systemctl", "show", "-p", "MainPID", "--value", "hold-x").stdout.strip()
-        out = ct.run("busctl", "call", *MANAGER, "CreateMachine", "sayssusa(sv)", "x", "0", "", "container", pid,
-                     "", "0")
+        out = ct.run(
+            "busctl", "call", *MANAGER, "CreateMachine", "sayssusa(sv)", "x", "0", "", "container", pid, "", "0"
+        )
         assert out.stdout == 'o "/org/freedesktop/machine1/machine/x"\n', out.output
         assert ct.run("machinectl", "terminate", "x").returncode == 0
         journal = ct.journal("pymachined.service")

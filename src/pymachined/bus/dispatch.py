@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -20,7 +21,7 @@ from dbus_fast.aio import MessageBus
 
 from ..errors import MachineError, dbus_error
 from .introspect import node_xml
-from .vtable import Body, Interface, Method, Property
+from .vtable import Body, Interface, Method, Property, WithFds
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +187,12 @@ class Dispatcher:
 
     def _send(self, msg: Message, reply: Message) -> None:
         if msg.flags.value & NO_REPLY_EXPECTED:
+            _close_all(reply.unix_fds)
             return
-        self.bus.send(reply)
+        sent = self.bus.send(reply)
+        if reply.unix_fds:
+            fds = list(reply.unix_fds)
+            sent.add_done_callback(lambda _f: _close_all(fds))
 
     def _reply_exception(self, msg: Message, exc: BaseException) -> None:
         if isinstance(exc, MachineError):
@@ -290,7 +295,7 @@ class Dispatcher:
             return self._await_reply(call, method, result)
         return self._method_return(call.message, method, result)
 
-    async def _await_reply(self, call: Call, method: Method, pending: Awaitable[Body]) -> Message:
+    async def _await_reply(self, call: Call, method: Method, pending: Awaitable[Body | WithFds]) -> Message:
         return self._method_return(call.message, method, await pending)
 
     async def _privileged(self, call: Call, interface: Interface, method: Method, obj: Any) -> Message | None:
@@ -306,7 +311,16 @@ class Dispatcher:
         return result
 
     @staticmethod
-    def _method_return(msg: Message, method: Method, body: Body) -> Message:
+    def _method_return(msg: Message, method: Method, body: Body | WithFds) -> Message:
+        if isinstance(body, WithFds):
+            return Message(
+                message_type=MessageType.METHOD_RETURN,
+                reply_serial=msg.serial,
+                destination=msg.sender,
+                signature=method.out_signature,
+                body=body.body,
+                unix_fds=body.fds,
+            )
         return Message.new_method_return(msg, method.out_signature, body)
 
     # org.freedesktop.DBus.Properties
@@ -360,6 +374,14 @@ class Dispatcher:
         assert prop.setter is not None
         prop.setter(call, obj, value.value)
         return Message.new_method_return(call.message)
+
+
+def _close_all(fds: list[int] | None) -> None:
+    for fd in fds or ():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _find_interface(interfaces: list[Interface], name: str) -> Interface:

@@ -12,13 +12,15 @@ from ..errors import from_errno
 from ..lifecycle import Caller, Lifecycle, validate_kill
 from ..machine import MACHINE_PATH_PREFIX, Machine
 from ..names import bus_label_unescape
-from ..ops.addresses import machine_addresses
+from ..ops.addresses import AddressReader, machine_addresses
 from ..ops.os_release import machine_os_release
+from ..ops.root import open_root
 from ..ops.uid_shift import machine_uid_shift
+from ..ops.usermap import IdMapIndex
 from ..registry import Registry
 from .dispatch import Call
 from .polkit import check_authorization
-from .vtable import Body, Interface, Method, Property, args
+from .vtable import Body, Interface, Method, Property, WithFds, args
 
 INTERFACE: Final = "org.freedesktop.machine1.Machine"
 PREFIX: Final = MACHINE_PATH_PREFIX.rstrip("/")
@@ -30,6 +32,9 @@ class Services:
 
     registry: Registry
     lifecycle: Lifecycle
+    uid_index: IdMapIndex
+    gid_index: IdMapIndex
+    addresses: AddressReader
 
 
 def services(call: Call) -> Services:
@@ -55,7 +60,7 @@ async def kill(call: Call, machine: Machine, who: str, signum: int) -> Body:
 
 
 async def get_addresses(call: Call, machine: Machine) -> Body:
-    found = await asyncio.to_thread(machine_addresses, machine)
+    found = await asyncio.to_thread(machine_addresses, machine, services(call).addresses)
     return [[[a.family, a.address] for a in found]]
 
 
@@ -71,6 +76,11 @@ async def get_os_release(call: Call, machine: Machine) -> Body:
 
 def get_uid_shift(call: Call, machine: Machine) -> Body:
     return [machine_uid_shift(machine)]
+
+
+async def open_root_directory(call: Call, machine: Machine) -> WithFds:
+    await check_authorization(call, "manage-machines", {"machine": machine.name, "verb": "open_root_directory"})
+    return WithFds([0], [open_root(machine)])
 
 
 def _interface() -> Interface:
@@ -105,6 +115,7 @@ def _interface() -> Interface:
             Method("GetSSHInfo", get_ssh_info, out_args=args("s ssh_address, s ssh_private_key_path")),
             Method("GetOSRelease", get_os_release, out_args=args("a{ss} fields")),
             Method("GetUIDShift", get_uid_shift, out_args=args("u shift")),
+            Method("OpenRootDirectory", open_root_directory, out_args=args("h fd")),
         ],
     )
 

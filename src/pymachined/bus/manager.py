@@ -14,6 +14,7 @@ from ..leader import PidRef
 from ..lifecycle import Extras
 from ..machine import Machine, MachineClass
 from ..names import machine_name_is_valid
+from ..ops.usermap import Kind, id_is_valid, map_from_machine, map_to_machine
 from ..registry import Registration, validate_registration
 from ..units import ScopeProperty
 from .dispatch import Call
@@ -24,11 +25,12 @@ from .machine import (
     get_ssh_info,
     get_uid_shift,
     kill,
+    open_root_directory,
     services,
     terminate,
 )
 from .polkit import check_authorization
-from .vtable import Arg, Body, Interface, Method, Property, Signal, args
+from .vtable import Arg, Body, Interface, Method, Property, Signal, WithFds, args
 
 INTERFACE: Final = "org.freedesktop.machine1.Manager"
 PATH: Final = "/org/freedesktop/machine1"
@@ -243,14 +245,41 @@ async def _unregister_machine(call: Call, _obj: None, name: str) -> Body:
     return []
 
 
-def _on_machine(handler: Callable[..., Body | Awaitable[Body]]) -> Callable[..., Body | Awaitable[Body]]:
+Answer = Body | WithFds | Awaitable[Body] | Awaitable[WithFds]
+
+
+def _on_machine(handler: Callable[..., Answer]) -> Callable[..., Answer]:
     """A Manager forwarder: look the machine up by name, then run the Machine method."""
 
-    def forward(call: Call, _obj: None, name: str, *rest: object) -> Body | Awaitable[Body]:
+    def forward(call: Call, _obj: None, name: str, *rest: object) -> Answer:
         machine: Machine = services(call).registry.get(name)
         return handler(call, machine, *rest)
 
     return forward
+
+
+def _map_from_user(call: Call, _obj: None, name: str, inner: int) -> Body:
+    return _map_from(call, name, inner, "uid")
+
+
+def _map_from_group(call: Call, _obj: None, name: str, inner: int) -> Body:
+    return _map_from(call, name, inner, "gid")
+
+
+def _map_from(call: Call, name: str, inner: int, kind: Kind) -> Body:
+    if not id_is_valid(inner):  # checked before the lookup, as 252 does
+        raise invalid_args(f"Invalid {'user' if kind == 'uid' else 'group'} ID {inner}")
+    return [map_from_machine(services(call).registry.get(name), inner, kind)]
+
+
+def _map_to_user(call: Call, _obj: None, outer: int) -> Body:
+    machine, inner = map_to_machine(services(call).uid_index, outer)
+    return [machine.name, machine.object_path, inner]
+
+
+def _map_to_group(call: Call, _obj: None, outer: int) -> Body:
+    machine, inner = map_to_machine(services(call).gid_index, outer)
+    return [machine.name, machine.object_path, inner]
 
 
 MACHINE_ARGS: Final = "s name, ay id, s service, s class, u leader, s root_directory"
@@ -313,7 +342,22 @@ def _interface() -> Interface:
                 args("s ssh_address, s ssh_private_key_path"),
             ),
             Method("GetMachineOSRelease", _on_machine(get_os_release), args("s name"), args("a{ss} fields")),
+            Method("OpenMachineRootDirectory", _on_machine(open_root_directory), args("s name"), args("h fd")),
             Method("GetMachineUIDShift", _on_machine(get_uid_shift), args("s name"), args("u shift")),
+            Method("MapFromMachineUser", _map_from_user, args("s name, u uid_inner"), args("u uid_outer")),
+            Method(
+                "MapToMachineUser",
+                _map_to_user,
+                args("u uid_outer"),
+                args("s machine_name, o machine_path, u uid_inner"),
+            ),
+            Method("MapFromMachineGroup", _map_from_group, args("s name, u gid_inner"), args("u gid_outer")),
+            Method(
+                "MapToMachineGroup",
+                _map_to_group,
+                args("u gid_outer"),
+                args("s machine_name, o machine_path, u gid_inner"),
+            ),
             Signal("MachineNew", (Arg("s", "machine"), Arg("o", "path"))),
             Signal("MachineRemoved", (Arg("s", "machine"), Arg("o", "path"))),
         ],

@@ -15,7 +15,17 @@ if TYPE_CHECKING:
     from .dispatch import Call
 
 Body = list[Any]
-Handler = Callable[..., "Body | Awaitable[Body]"]
+
+
+@dataclass(frozen=True, slots=True)
+class WithFds:
+    """A reply body with file descriptors to pass ('h' values index `fds`); closed once sent."""
+
+    body: Body
+    fds: list[int]
+
+
+Handler = Callable[..., "Body | WithFds | Awaitable[Body | WithFds]"]
 Getter = Callable[[Any], Any]
 Setter = Callable[["Call", Any, Any], None]
 

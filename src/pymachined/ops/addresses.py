@@ -23,6 +23,7 @@ NLMSG_ERROR: Final = 2
 IFA_ADDRESS: Final = 1
 IFA_LOCAL: Final = 2
 IFA_FLAGS: Final = 8
+IFA_RT_PRIORITY: Final = 9
 IFA_F_DEPRECATED: Final = 0x20
 RT_SCOPE_HOST: Final = 254
 RT_SCOPE_NOWHERE: Final = 255
@@ -34,11 +35,20 @@ class LocalAddress:
     address: bytes
     ifindex: int
     scope: int
+    metric: int = 0
 
 
-def _sort_key(a: LocalAddress) -> tuple[int, int, int, bytes]:
-    # IPv4 before IPv6, lowest scope first, lowest interface index first, then the bytes
-    return (0 if a.family == socket.AF_INET else 1, a.scope, a.ifindex, a.address)
+def _sort_key(a: LocalAddress) -> tuple[int, int, int, int, bytes]:
+    # IPv4 before IPv6, lowest scope, lowest route metric, lowest interface index, then the bytes
+    return (0 if a.family == socket.AF_INET else 1, a.scope, a.metric, a.ifindex, a.address)
+
+
+def _unique_sorted(found: list[LocalAddress]) -> list[LocalAddress]:
+    result: list[LocalAddress] = []
+    for address in sorted(found, key=_sort_key):
+        if not result or _sort_key(result[-1]) != _sort_key(address):
+            result.append(address)
+    return result
 
 
 def dump_addresses(sock: socket.socket) -> list[LocalAddress]:
@@ -56,7 +66,7 @@ def dump_addresses(sock: socket.socket) -> list[LocalAddress]:
             if length < 16:
                 return found
             if msg_type == NLMSG_DONE:
-                return sorted(found, key=_sort_key)
+                return _unique_sorted(found)
             if msg_type == NLMSG_ERROR:
                 (code,) = struct.unpack_from("=i", data, offset + 16)
                 if code:
@@ -88,7 +98,8 @@ def _parse_addr(payload: bytes) -> LocalAddress | None:
     size = 4 if family == socket.AF_INET else 16
     if address is None or len(address) != size:
         return None
-    return LocalAddress(family=family, address=address, ifindex=ifindex, scope=scope)
+    metric = struct.unpack("=I", attrs[IFA_RT_PRIORITY][:4])[0] if len(attrs.get(IFA_RT_PRIORITY, b"")) >= 4 else 0
+    return LocalAddress(family=family, address=address, ifindex=ifindex, scope=scope, metric=metric)
 
 
 def _netlink_socket() -> socket.socket:
@@ -97,22 +108,59 @@ def _netlink_socket() -> socket.socket:
     return sock
 
 
-_netns_lock = threading.Lock()
+class AddressReader:
+    """One rtnetlink socket per network namespace, opened once and dumped per call (no fork)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: dict[int, tuple[socket.socket, threading.Lock]] = {}
+        self._owners: dict[str, int] = {}  # machine name → namespace inode
+
+    def addresses(self, machine: Machine, ns_path: str) -> list[LocalAddress]:
+        """Current addresses of the namespace at `ns_path` (blocking: call from a worker thread)."""
+        ino = os.stat(ns_path).st_ino
+        with self._lock:
+            entry = self._sockets.get(ino)
+            if entry is None:
+                entry = (_socket_in_netns(ns_path), threading.Lock())
+                self._sockets[ino] = entry
+            self._owners[machine.name] = ino
+        sock, sock_lock = entry
+        with sock_lock:
+            return dump_addresses(sock)
+
+    def forget(self, machine: Machine) -> None:
+        """Close the socket of a machine that went away (an open socket would pin its namespace)."""
+        with self._lock:
+            ino = self._owners.pop(machine.name, None)
+            if ino is None or ino in self._owners.values():
+                return
+            entry = self._sockets.pop(ino, None)
+        if entry is not None:
+            entry[0].close()
+
+    def close(self) -> None:
+        with self._lock:
+            for sock, _ in self._sockets.values():
+                sock.close()
+            self._sockets.clear()
+            self._owners.clear()
 
 
-def addresses_in_netns(ns_path: str) -> list[LocalAddress]:
-    """Addresses of the namespace at `ns_path`: a socket opened while this thread visits it."""
+_setns_lock = threading.Lock()
+
+
+def _socket_in_netns(ns_path: str) -> socket.socket:
+    """A netlink socket created while this thread visits the namespace; it stays bound to it."""
     target = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with _netns_lock:
+        with _setns_lock:
             setns(target, CLONE_NEWNET)
             try:
-                sock = _netlink_socket()
+                return _netlink_socket()
             finally:
                 setns(own, CLONE_NEWNET)
-        with sock:
-            return dump_addresses(sock)
     finally:
         os.close(target)
         os.close(own)
@@ -127,7 +175,7 @@ def shares_host_network(leader: int) -> bool:
     return os.stat(f"/proc/{leader}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
 
 
-def machine_addresses(machine: Machine) -> list[LocalAddress]:
+def machine_addresses(machine: Machine, reader: AddressReader) -> list[LocalAddress]:
     """GetAddresses, blocking: call from a worker thread."""
     if machine.machine_class is MachineClass.HOST:
         return host_addresses()
@@ -138,7 +186,7 @@ def machine_addresses(machine: Machine) -> list[LocalAddress]:
             raise MachineError(
                 ErrorKind.NO_PRIVATE_NETWORKING, f"Machine {machine.name} does not use private networking"
             )
-        return addresses_in_netns(f"/proc/{machine.leader}/ns/net")
+        return reader.addresses(machine, f"/proc/{machine.leader}/ns/net")
     except MachineError:
         raise
     except OSError:

@@ -1,0 +1,168 @@
+"""UID/GID mapping between containers and the host, with an index over the outside ranges."""
+
+from __future__ import annotations
+
+import bisect
+import errno
+import os
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from ..errors import ErrorKind, MachineError, from_errno, invalid_args
+from ..machine import Machine, MachineClass
+
+Kind = Literal["uid", "gid"]
+HOST_RANGE: Final = 0x10000  # IDs below this belong to the host
+INVALID_IDS: Final = (0xFFFFFFFF, 0xFFFF)
+
+
+@dataclass(frozen=True, slots=True)
+class MapLine:
+    """One line of /proc/<pid>/uid_map: inside base, outside base, count."""
+
+    inside: int
+    outside: int
+    count: int
+
+
+def id_is_valid(value: int) -> bool:
+    return value not in INVALID_IDS
+
+
+def read_map(pid: int, kind: Kind) -> list[MapLine] | None:
+    """The uid_map/gid_map of a process; None when the file does not exist."""
+    try:
+        with open(f"/proc/{pid}/{kind}_map") as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None
+    lines: list[MapLine] = []
+    for line in text.splitlines():
+        words = line.split()
+        if not words:
+            continue
+        if len(words) != 3 or not all(w.isdigit() for w in words):
+            raise OSError(errno.EBADMSG, os.strerror(errno.EBADMSG))
+        lines.append(MapLine(int(words[0]), int(words[1]), int(words[2])))
+    return lines
+
+
+def userns_id(pid: int) -> int:
+    try:
+        return os.stat(f"/proc/{pid}/ns/user").st_ino
+    except OSError:
+        return 0
+
+
+def _noun(kind: Kind) -> str:
+    return "user" if kind == "uid" else "group"
+
+
+def map_from_machine(machine: Machine, inner: int, kind: Kind) -> int:
+    """MapFromMachineUser/Group: the host ID of a container's `inner` ID."""
+    noun = _noun(kind)
+    if not id_is_valid(inner):
+        raise invalid_args(f"Invalid {noun} ID {inner}")
+    if machine.machine_class is not MachineClass.CONTAINER:
+        raise invalid_args("Not supported for non-container machines.")
+    try:
+        lines = read_map(machine.leader, kind) or []
+    except OSError as exc:
+        raise from_errno(exc.errno or errno.EIO) from None
+    for line in lines:
+        if line.inside <= inner < line.inside + line.count:
+            outer = inner - line.inside + line.outside
+            if not id_is_valid(outer):
+                raise from_errno(errno.EINVAL)
+            return outer
+    # 252 names the group case's error NoSuchUserMapping too
+    raise MachineError(ErrorKind.NO_SUCH_USER_MAPPING, f"Machine '{machine.name}' has no matching {noun} mappings.")
+
+
+@dataclass(slots=True)
+class _Range:
+    start: int  # outside base
+    end: int  # outside base + count
+    inside: int
+    machine: Machine
+
+
+@dataclass
+class IdMapIndex:
+    """Outside ID ranges of all containers, sorted for bisection (one index per kind)."""
+
+    kind: Kind
+    _ranges: list[_Range] = field(default_factory=list)
+    _starts: list[int] = field(default_factory=list)
+    _reach: list[int] = field(default_factory=list)  # _reach[i]: largest end among _ranges[: i + 1]
+    _userns: dict[str, int] = field(default_factory=dict)
+    # containers whose user namespace had no map yet when indexed (it is written once, maybe later)
+    _pending: dict[str, Machine] = field(default_factory=dict)
+
+    def add(self, machine: Machine) -> None:
+        """(Re)index a machine's map; machines without their own user namespace add nothing."""
+        self.remove(machine)
+        if machine.machine_class is not MachineClass.CONTAINER or machine.leader <= 0:
+            return
+        try:
+            lines = read_map(machine.leader, self.kind) or []
+        except OSError:
+            return
+        self._userns[machine.name] = userns_id(machine.leader)
+        if not lines:
+            self._pending[machine.name] = machine
+        for line in lines:
+            if line.outside == 0:  # an identity map (no user namespace of its own)
+                continue
+            self._ranges.append(_Range(line.outside, line.outside + line.count, line.inside, machine))
+        self._rebuild()
+
+    def remove(self, machine: Machine) -> None:
+        self._pending.pop(machine.name, None)
+        if self._userns.pop(machine.name, None) is None:
+            return
+        self._ranges = [r for r in self._ranges if r.machine is not machine]
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        self._ranges.sort(key=lambda r: r.start)
+        self._starts = [r.start for r in self._ranges]
+        self._reach = []
+        reach = 0
+        for r in self._ranges:
+            reach = max(reach, r.end)
+            self._reach.append(reach)
+
+    def lookup(self, outer: int) -> tuple[Machine, int] | None:
+        """The container owning host ID `outer`, and its inside ID (O(log n) without overlaps)."""
+        for machine in list(self._pending.values()):
+            self.add(machine)
+        index = bisect.bisect_right(self._starts, outer) - 1
+        while index >= 0 and self._reach[index] > outer:
+            entry = self._ranges[index]
+            if entry.start <= outer < entry.end:
+                if userns_id(entry.machine.leader) != self._userns.get(entry.machine.name):
+                    self.add(entry.machine)  # the leader moved to another user namespace: reindex
+                    return self.lookup(outer)
+                return entry.machine, outer - entry.start + entry.inside
+            index -= 1
+        return None
+
+
+def map_to_machine(index: IdMapIndex, outer: int) -> tuple[Machine, int]:
+    """MapToMachineUser/Group: which container, and which inside ID, `outer` is."""
+    kind = index.kind
+    noun = _noun(kind)
+    if not id_is_valid(outer):
+        raise invalid_args(f"Invalid {noun} ID {outer}")
+    error_kind = ErrorKind.NO_SUCH_USER_MAPPING if kind == "uid" else ErrorKind.NO_SUCH_GROUP_MAPPING
+    if outer < HOST_RANGE:
+        what = "User" if kind == "uid" else "Group"
+        host = "UID" if kind == "uid" else "GID"
+        raise MachineError(error_kind, f"{what} {outer} belongs to host {host} range")
+    found = index.lookup(outer)
+    if found is None:
+        raise MachineError(error_kind, f"No matching {noun} mapping for {outer}.")
+    if not id_is_valid(found[1]):
+        raise from_errno(errno.EINVAL)
+    return found

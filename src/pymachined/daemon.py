@@ -27,6 +27,9 @@ from .state import StateDirectory
 from .units import UnitBackend, UnitEvents
 from .units.cgroupfs import CgroupfsBackend
 from .units.systemd1 import Systemd1Backend, systemd_on_bus
+from .varlink.server import Compat, VarlinkServer
+from .varlink.userdb import SOCKET as USERDB_SOCKET
+from .varlink.userdb import userdb_interface
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class Config:
     bus_address: str | None = None
     unit_backend: str = "auto"  # auto, systemd, cgroupfs
     stop_timeout: float = 90.0  # cgroupfs: SIGTERM, then SIGKILL after this many seconds
+    userdb_socket: Path = USERDB_SOCKET
 
 
 class Daemon:
@@ -55,6 +59,7 @@ class Daemon:
         self.registry = Registry(self.state)
         self.bus: MessageBus | None = None
         self.lifecycle: Lifecycle | None = None
+        self.userdb: VarlinkServer | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -95,6 +100,11 @@ class Daemon:
         self.registry.on_new.append(lambda m: self._signal("MachineNew", m))
         self.registry.on_removed.append(lambda m: self._signal("MachineRemoved", m))
         self.registry.add_host()
+        self.userdb = VarlinkServer([userdb_interface(self.registry, uid_index, gid_index)], compat=Compat.V252)
+        try:
+            await self.userdb.listen(self.config.userdb_socket, mode=0o666)
+        except OSError as exc:
+            raise StartupError(f"Failed to bind {self.config.userdb_socket}: {exc}") from exc
         reply = await self.bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
             raise StartupError(f"Failed to acquire {BUS_NAME}: {reply.name}")
@@ -152,4 +162,6 @@ class Daemon:
         disconnected.cancel()
         if self.lifecycle is not None:
             await self.lifecycle.close()
+        if self.userdb is not None:
+            await self.userdb.close()
         self.bus.disconnect()

@@ -23,7 +23,6 @@ NOT_YET = {
         "CopyToMachine",
         "CopyFromMachineWithFlags",
         "CopyToMachineWithFlags",
-        "OpenMachineRootDirectory",
         "RemoveImage",
         "RenameImage",
         "CloneImage",
@@ -35,10 +34,6 @@ NOT_YET = {
         "SetPoolLimit",
         "SetImageLimit",
         "CleanPool",
-        "MapFromMachineUser",
-        "MapToMachineUser",
-        "MapFromMachineGroup",
-        "MapToMachineGroup",
     },
     "org.freedesktop.machine1.Machine": {
         "OpenPTY",
@@ -49,7 +44,6 @@ NOT_YET = {
         "CopyTo",
         "CopyFromWithFlags",
         "CopyToWithFlags",
-        "OpenRootDirectory",
     },
 }
 NOT_YET_NODES = {"image", "LogControl1"}

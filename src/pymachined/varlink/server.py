@@ -1,0 +1,513 @@
+"""An asyncio Varlink server that behaves on the wire like systemd's sd-varlink (252 or newer)."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import errno
+import json
+import logging
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from .. import __version__
+from .idl import Idl, IdlMethod, bad_field, parse_idl
+
+log = logging.getLogger(__name__)
+
+BUFFER_MAX: Final = 16 * 1024 * 1024
+CONNECTIONS_MAX: Final = 4096
+CONNECTIONS_PER_UID_MAX: Final = 1024
+
+SERVICE_INTERFACE: Final = "org.varlink.service"
+SYSTEMD_INTERFACE: Final = "io.systemd"
+INTERFACE_NOT_FOUND: Final = "org.varlink.service.InterfaceNotFound"
+METHOD_NOT_FOUND: Final = "org.varlink.service.MethodNotFound"
+METHOD_NOT_IMPLEMENTED: Final = "org.varlink.service.MethodNotImplemented"
+INVALID_PARAMETER: Final = "org.varlink.service.InvalidParameter"
+PERMISSION_DENIED: Final = "org.varlink.service.PermissionDenied"
+EXPECTED_MORE: Final = "org.varlink.service.ExpectedMore"
+SYSTEM_ERROR: Final = "io.systemd.System"
+
+INVALID_UIDS: Final = frozenset({0xFFFF, 0xFFFFFFFF})
+
+Parameters = dict[str, Any]
+Handler = Callable[["VarlinkCall", Parameters], Awaitable[Parameters] | AsyncIterator[Parameters]]
+
+
+class Compat(enum.Enum):
+    """Which sd-varlink generation the server imitates."""
+
+    V252 = "252"
+    NEW = "new"
+
+
+class VarlinkError(Exception):
+    """An error reply: raised by a handler, sent as {"error": name, "parameters": ...}."""
+
+    def __init__(self, name: str, parameters: Mapping[str, Any] | None = None) -> None:
+        super().__init__(name)
+        self.name = name
+        self.parameters: Parameters = dict(parameters or {})
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The peer's credentials as SO_PEERCRED reported them at accept()."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True, slots=True)
+class VarlinkCall:
+    """One method call as a handler sees it."""
+
+    method: str
+    more: bool
+    oneway: bool
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    """A served interface: its name, its IDL text (returned verbatim) and its method handlers."""
+
+    name: str
+    description: str
+    methods: Mapping[str, Handler]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceInfo:
+    """What org.varlink.service.GetInfo reports (systemd: vendor, "product (program)", version, url)."""
+
+    vendor: str = "pymachined"
+    product: str = "pymachined (systemd-machined)"
+    version: str = f"{__version__} ({__version__})"
+    url: str = "https://systemd.io/"
+
+
+SERVICE_IDL: Final = """interface org.varlink.service
+
+method GetInfo() -> (
+\tvendor: string,
+\tproduct: string,
+\tversion: string,
+\turl: string,
+\tinterfaces: []string
+)
+
+method GetInterfaceDescription(
+\tinterface: string
+) -> (
+\tdescription: string
+)
+
+error InterfaceNotFound(
+\tinterface: string
+)
+
+error MethodNotFound(
+\tmethod: string
+)
+
+error MethodNotImplemented(
+\tmethod: string
+)
+
+error InvalidParameter(
+\tparameter: string
+)
+
+error PermissionDenied()
+
+error ExpectedMore()
+"""
+
+SYSTEMD_IDL: Final = """interface io.systemd
+
+error Disconnected()
+
+error TimedOut()
+
+error Protocol()
+
+error System(
+\torigin: ?string,
+\terrnoName: ?string,
+\terrno: ?string
+)
+"""
+
+
+# The server.
+
+
+class ClientGone(Exception):
+    """The peer went away while we were writing."""
+
+
+class ProtocolViolation(Exception):
+    """A message sd-varlink would answer by closing the connection."""
+
+
+@dataclass(slots=True)
+class Request:
+    """A method call that passed the protocol checks."""
+
+    method: str
+    parameters: Parameters
+    more: bool
+    oneway: bool
+
+
+def peer_credentials(sock: Any) -> Peer:
+    """Read SO_PEERCRED of a connected AF_UNIX socket."""
+    pid, uid, gid = struct.unpack("iII", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("iII")))
+    return Peer(pid, uid, gid)
+
+
+class VarlinkServer:
+    """Serves a set of interfaces on one or more Unix sockets, one call at a time per connection."""
+
+    def __init__(
+        self,
+        interfaces: Iterable[Interface],
+        *,
+        compat: Compat = Compat.NEW,
+        info: ServiceInfo | None = None,
+        connections_max: int = CONNECTIONS_MAX,
+        connections_per_uid_max: int = CONNECTIONS_PER_UID_MAX,
+        account_uid: bool = True,
+    ) -> None:
+        self.compat = compat
+        self.info = info or ServiceInfo()
+        self.connections_max = connections_max
+        self.connections_per_uid_max = connections_per_uid_max
+        self.account_uid = account_uid
+        self.interfaces: dict[str, Interface] = {}
+        self.handlers: dict[str, Handler] = {}
+        self.idl_methods: dict[str, tuple[IdlMethod, Idl]] = {}
+        if compat is Compat.NEW:
+            # Every newer sd-varlink server carries these two implicitly.
+            builtin = {"GetInfo": self.get_info, "GetInterfaceDescription": self.get_interface_description}
+            self.add_interface(Interface(SERVICE_INTERFACE, SERVICE_IDL, builtin))
+            self.add_interface(Interface(SYSTEMD_INTERFACE, SYSTEMD_IDL, {}))
+        for interface in interfaces:
+            self.add_interface(interface)
+        self.listeners: list[tuple[asyncio.AbstractServer, Path]] = []
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.connections = 0
+        self.connections_by_uid: dict[int, int] = {}
+
+    def add_interface(self, interface: Interface) -> None:
+        """Register an interface; in NEW mode its IDL is parsed to validate calls."""
+        if interface.name in self.interfaces:
+            raise ValueError(f"interface {interface.name} registered twice")
+        idl = parse_idl(interface.description) if self.compat is Compat.NEW else None
+        if idl is not None and idl.name != interface.name:
+            raise ValueError(f"IDL declares {idl.name}, not {interface.name}")
+        self.interfaces[interface.name] = interface
+        for member, handler in interface.methods.items():
+            self.handlers[f"{interface.name}.{member}"] = handler
+            if idl is not None and member in idl.methods:
+                self.idl_methods[f"{interface.name}.{member}"] = (idl.methods[member], idl)
+
+    async def listen(self, path: Path | str, mode: int = 0o666) -> None:
+        """Bind a socket at path (stale file removed, parent created 0755) and start accepting."""
+        path = Path(path)
+        path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(path))
+            # chmod rather than umask: umask is per process and would race with other threads.
+            os.chmod(path, mode)
+            server = await asyncio.start_unix_server(
+                self.serve_connection, sock=sock, limit=BUFFER_MAX, backlog=socket.SOMAXCONN
+            )
+        except BaseException:
+            sock.close()
+            raise
+        self.listeners.append((server, path))
+
+    async def close(self, *, remove_sockets: bool = False) -> None:
+        """Stop listening, drop every connection, and optionally remove the socket files."""
+        for server, _ in self.listeners:
+            server.close()
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for server, path in self.listeners:
+            await server.wait_closed()
+            if remove_sockets:
+                path.unlink(missing_ok=True)
+        self.listeners.clear()
+
+    def admit(self, peer: Peer) -> bool:
+        """Count a new connection, or refuse it as sd-varlink does (total limit, invalid UID, per-UID limit)."""
+        if self.connections >= self.connections_max:
+            log.debug("Connection limit of %d reached, refusing.", self.connections_max)
+            return False
+        if self.account_uid:
+            if peer.uid in INVALID_UIDS:
+                return False
+            if self.connections_by_uid.get(peer.uid, 0) >= self.connections_per_uid_max:
+                log.debug("Per-UID connection limit of %d reached, refusing.", self.connections_per_uid_max)
+                return False
+            self.connections_by_uid[peer.uid] = self.connections_by_uid.get(peer.uid, 0) + 1
+        self.connections += 1
+        return True
+
+    def release(self, peer: Peer) -> None:
+        """Uncount a connection that admit() let in."""
+        self.connections -= 1
+        if self.account_uid:
+            remaining = self.connections_by_uid[peer.uid] - 1
+            if remaining:
+                self.connections_by_uid[peer.uid] = remaining
+            else:
+                del self.connections_by_uid[peer.uid]
+
+    async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Read calls from one connection and answer them strictly in order."""
+        try:
+            peer = peer_credentials(writer.get_extra_info("socket"))
+        except OSError:
+            writer.close()
+            return
+        if not self.admit(peer):
+            writer.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        try:
+            while True:
+                # sd-varlink does not read the next call before the current one is answered.
+                data = await reader.readuntil(b"\0")
+                request = self.parse(data[:-1])
+                if not await self.dispatch(request, peer, writer):
+                    break
+        except asyncio.IncompleteReadError:
+            pass  # EOF; a trailing partial message is dropped
+        except asyncio.LimitOverrunError:
+            log.debug("Peer %d sent more than %d bytes without a NUL, disconnecting.", peer.pid, BUFFER_MAX)
+        except ProtocolViolation as violation:
+            log.debug("Protocol error from peer %d: %s, disconnecting.", peer.pid, violation)
+        except (ClientGone, ConnectionError):
+            pass
+        except Exception:
+            log.exception("Varlink connection of peer %d failed", peer.pid)
+        finally:
+            self.tasks.discard(task)
+            self.release(peer)
+            writer.close()
+            with suppress(Exception):
+                await writer.wait_closed()
+
+    def parse(self, data: bytes) -> Request:
+        """Decode one message and check it the way varlink_dispatch_method() does."""
+        last_object_unique = True
+
+        def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            nonlocal last_object_unique
+            result = dict(pairs)
+            last_object_unique = len(result) == len(pairs)
+            return result
+
+        def no_constants(name: str) -> Any:
+            raise ValueError(name)
+
+        try:
+            message = json.loads(data.decode(), object_pairs_hook=unique_keys, parse_constant=no_constants)
+        except (ValueError, RecursionError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise ProtocolViolation(f"invalid JSON: {error}") from None
+        # The hook runs innermost first, so the last call saw the top-level object.
+        if not isinstance(message, dict) or not last_object_unique:
+            raise ProtocolViolation("not a JSON object with unique keys")
+        method: str | None = None
+        parameters: Parameters = {}
+        more = oneway = False
+        for key, value in message.items():
+            if key == "method":
+                if not isinstance(value, str):
+                    raise ProtocolViolation("method is not a string")
+                method = value
+            elif key == "parameters":
+                if value is None and self.compat is Compat.NEW:
+                    continue
+                if not isinstance(value, dict):
+                    raise ProtocolViolation("parameters is not an object")
+                parameters = value
+            elif key in ("oneway", "more"):
+                # As sd-varlink: a second flag is refused only if an earlier one was set.
+                if more or oneway or not isinstance(value, bool):
+                    raise ProtocolViolation(f"bad {key}")
+                more = value if key == "more" else more
+                oneway = value if key == "oneway" else oneway
+            else:
+                raise ProtocolViolation(f"unknown key {key!r}")  # 'upgrade' included
+        if method is None:
+            raise ProtocolViolation("no method")
+        return Request(method, parameters, more, oneway)
+
+    async def dispatch(self, request: Request, peer: Peer, writer: asyncio.StreamWriter) -> bool:
+        """Answer one call; False if the connection must be closed afterwards."""
+        method = request.method
+        call = VarlinkCall(method, request.more, request.oneway, peer)
+        handler = self.handlers.get(method)
+        if self.compat is Compat.V252 and method.startswith(SERVICE_INTERFACE + "."):
+            # 252 implements none of org.varlink.service; note it spells the second method "GetInterface".
+            handler = None
+            if method in ("org.varlink.service.GetInfo", "org.varlink.service.GetInterface"):
+                if not request.oneway:
+                    await self.send(writer, self.error(METHOD_NOT_IMPLEMENTED, {"method": method}))
+                return True
+        if handler is None:
+            if not request.oneway:
+                await self.send(writer, self.error(METHOD_NOT_FOUND, {"method": method}))
+            return True
+        if method in self.idl_methods:
+            idl_method, idl = self.idl_methods[method]
+            if idl_method.requires_more and not request.more:
+                if not request.oneway:
+                    await self.send(writer, self.error(EXPECTED_MORE))
+                return True
+            invalid = bad_field(request.parameters, idl_method.inputs, idl_method.names, idl.types)
+            if invalid is not None:
+                if not request.oneway:
+                    await self.send(writer, self.error(INVALID_PARAMETER, {"parameter": invalid}))
+                return True
+        if request.oneway:
+            await self.run_oneway(call, handler, request.parameters)
+            # 252 fails the handler's reply on a oneway call, and that failure tears the link down.
+            return self.compat is not Compat.V252
+        await self.answer(call, handler, request.parameters, writer)
+        return True
+
+    async def answer(self, call: VarlinkCall, handler: Handler, parameters: Parameters, writer: Any) -> None:
+        """Run a handler and send its replies, or the error it raised."""
+        try:
+            result = handler(call, parameters)
+            if isinstance(result, AsyncIterator):
+                await self.stream(call, result, writer)
+            else:
+                await self.send(writer, self.reply(await result))
+        except ClientGone:
+            raise
+        except VarlinkError as error:
+            await self.send(writer, self.error(error.name, error.parameters))
+        except Exception as error:
+            await self.send(writer, self.system_error(self.errno_of(call, error)))
+
+    async def stream(self, call: VarlinkCall, replies: AsyncIterator[Parameters], writer: Any) -> None:
+        """Send every reply but the last with continues; ExpectedMore if a second reply comes without `more`."""
+        try:
+            pending = await next_reply(replies)
+            if pending is None:
+                raise RuntimeError(f"handler of {call.method} produced no reply")
+            while (following := await next_reply(replies)) is not None:
+                if not call.more:
+                    raise VarlinkError(EXPECTED_MORE)
+                await self.send(writer, self.reply(pending, continues=True))
+                pending = following
+            await self.send(writer, self.reply(pending))
+        finally:
+            aclose = getattr(replies, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def run_oneway(self, call: VarlinkCall, handler: Handler, parameters: Parameters) -> None:
+        """Run a handler for a oneway call; whatever it replies is dropped."""
+        try:
+            result = handler(call, parameters)
+            if isinstance(result, AsyncIterator):
+                async for _ in result:
+                    pass
+            else:
+                await result
+        except VarlinkError as error:
+            log.debug("Oneway call %s failed: %s", call.method, error.name)
+        except Exception as error:
+            self.errno_of(call, error)
+
+    @staticmethod
+    def errno_of(call: VarlinkCall, error: Exception) -> int:
+        """The errno a failed handler stands for (EIO for bugs, which are logged with their traceback)."""
+        if isinstance(error, OSError) and error.errno:
+            log.debug("Handler of %s failed: %s", call.method, error)
+            return error.errno
+        log.error("Handler of %s failed", call.method, exc_info=error)
+        return errno.EIO
+
+    def reply(self, parameters: Parameters, *, continues: bool = False) -> Parameters:
+        """A reply message; NEW omits empty parameters, 252 always writes them."""
+        if not isinstance(parameters, dict):
+            raise TypeError(f"a reply must be a dict, not {type(parameters).__name__}")
+        message: Parameters = {}
+        if parameters or self.compat is Compat.V252:
+            message["parameters"] = parameters
+        if continues:
+            message["continues"] = True
+        return message
+
+    def error(self, name: str, parameters: Parameters | None = None) -> Parameters:
+        """An error message."""
+        message: Parameters = {"error": name}
+        if parameters or self.compat is Compat.V252:
+            message["parameters"] = parameters or {}
+        return message
+
+    def system_error(self, number: int) -> Parameters:
+        """io.systemd.System in the shape of the imitated generation."""
+        if self.compat is Compat.V252:
+            return self.error(SYSTEM_ERROR, {"errno": number})
+        parameters: Parameters = {"origin": "linux", "errno": number}
+        if number in errno.errorcode:
+            parameters["errnoName"] = errno.errorcode[number]
+        return self.error(SYSTEM_ERROR, parameters)
+
+    async def send(self, writer: Any, message: Parameters) -> None:
+        """Write one message (compact UTF-8 JSON and a NUL) and wait while the peer is slow to read."""
+        data = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode() + b"\0"
+        try:
+            writer.write(data)
+            await writer.drain()
+        except ConnectionError as error:
+            raise ClientGone() from error
+
+    async def get_info(self, call: VarlinkCall, parameters: Parameters) -> Parameters:
+        """org.varlink.service.GetInfo: sorted interface names, extra input refused."""
+        if parameters:
+            raise VarlinkError(INVALID_PARAMETER, {"parameter": next(iter(parameters))})
+        return {
+            "vendor": self.info.vendor,
+            "product": self.info.product,
+            "version": self.info.version,
+            "url": self.info.url,
+            "interfaces": sorted(self.interfaces),
+        }
+
+    async def get_interface_description(self, call: VarlinkCall, parameters: Parameters) -> Parameters:
+        """org.varlink.service.GetInterfaceDescription: the IDL text as registered."""
+        name = parameters["interface"]
+        if name not in self.interfaces:
+            raise VarlinkError(INTERFACE_NOT_FOUND, {"interface": name})
+        return {"description": self.interfaces[name].description}
+
+
+async def next_reply(replies: AsyncIterator[Parameters]) -> Parameters | None:
+    """The next reply of a stream, None at its end."""
+    try:
+        return await replies.__anext__()
+    except StopAsyncIteration:
+        return None

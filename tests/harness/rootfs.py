@@ -6,7 +6,8 @@ import shutil
 from pathlib import Path
 
 BUSYBOX = Path("/bin/busybox")
-APPLETS = ("sh", "sleep", "cat", "echo", "ls", "test", "true", "mkdir", "ip", "hostname", "id")
+APPLETS = ("sh", "sleep", "cat", "echo", "ls", "test", "true", "mkdir", "ip", "hostname", "id", "mount", "umount",
+           "ln", "stat", "readlink", "tty", "chmod")
 
 
 def busybox_root(path: Path, os_id: str = "busyboxtest", version_id: str = "1") -> Path:
@@ -24,3 +25,24 @@ def busybox_root(path: Path, os_id: str = "busyboxtest", version_id: str = "1") 
     (path / "etc/os-release").symlink_to("../usr/lib/os-release")
     (path / "etc/machine-id").write_text("")
     return path
+
+
+# Run by the host's sh in a fresh mount namespace: make `root` the namespace's root as nspawn does
+# (bind onto itself, pivot_root, detach the old root), give it /proc and a devpts instance of its
+# own, then become `sleep` inside. The PID stays the same throughout (exec all the way).
+CONTAINER_INIT = """set -e
+mount --make-rprivate /
+mount --bind "$1" "$1"
+cd "$1"
+mkdir -p .oldroot
+pivot_root . .oldroot
+exec /bin/busybox sh -c '
+mount -t proc proc /proc
+mount -t tmpfs -o mode=0755 tmpfs /dev
+mkdir /dev/pts
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts
+ln -s pts/ptmx /dev/ptmx
+umount -l /.oldroot
+echo > /run/ready
+exec sleep 1000000'
+"""

@@ -240,6 +240,14 @@ class System:
         wait_for(lambda: os.path.exists(f"/proc/{leader.pid}/root/bin/busybox"), "the leader to enter its root")
         return leader
 
+    def container_leader(self, unit: str, root: Path) -> Leader:
+        """A leader as a container's: its own mount namespace pivoted into `root`, /proc, its own devpts."""
+        from .rootfs import CONTAINER_INIT
+
+        leader = self.spawn_in(unit, ["unshare", "--mount", "sh", "-c", CONTAINER_INIT, "sh", str(root)])
+        wait_for(lambda: (root / "run/ready").exists() and _comm(leader.pid) == "sleep", "the container leader")
+        return leader
+
     def spawn_process(self, argv: list[str]) -> Leader:
         """A process left where the test runs (the namespace's root cgroup), e.g. for CreateMachine."""
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=self.env(), preexec_fn=_default_signals)
@@ -312,6 +320,13 @@ class System:
             except OSError:
                 pass
         reset_runtime_state()
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _userns_differs(pid: int) -> bool:

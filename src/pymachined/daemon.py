@@ -20,6 +20,7 @@ from .leader import LeaderWatch
 from .lifecycle import Lifecycle
 from .machine import Machine
 from .notify import notify
+from .operations import Operations
 from .ops.addresses import AddressReader
 from .ops.usermap import IdMapIndex
 from .registry import Registry
@@ -87,7 +88,8 @@ class Daemon:
             self.registry.on_removed.append(index.remove)
         addresses = AddressReader()
         self.registry.on_removed.append(addresses.forget)
-        dispatcher = Dispatcher(self.bus, Services(self.registry, lifecycle, uid_index, gid_index, addresses))
+        services = Services(self.registry, lifecycle, uid_index, gid_index, addresses, Operations())
+        dispatcher = Dispatcher(self.bus, services)
         objects = MachineObjects(self.registry)
         dispatcher.add_node(PATH, Node([MANAGER_INTERFACE]))
         dispatcher.add_node(PREFIX, Node([], None, enumerate_children=objects.labels))

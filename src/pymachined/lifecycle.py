@@ -71,6 +71,10 @@ class Lifecycle:
         self._gc_queue: dict[str, Machine] = {}
         self._gc_task: asyncio.Task[None] | None = None
         self._create_replies: dict[str, asyncio.Future[Machine]] = {}
+        # units being created, and the results of their jobs if systemd's JobRemoved overtook
+        # the StartTransientUnit reply on its way to us
+        self._creating: set[str] = set()
+        self._early_results: dict[str, str] = {}
 
     # registration
 
@@ -146,12 +150,16 @@ class Lifecycle:
             raise machine_exists(req.name)
         machine = self._new_machine(req, caller, extras)
         machine.unit = scope_unit_name(req.name)
+        self._creating.add(machine.unit)
         try:
             self.registry.check_startable(machine)
             job = await self.backend.create_scope(machine, list(properties))
         except BaseException:
             machine.release()
             raise
+        finally:
+            self._creating.discard(machine.unit)
+        early = self._early_results.pop(job, None) if job else None
         machine.referenced = True
         machine.scope_job = job
         if self.registry.find(req.name) is not None:  # lost a race while systemd worked
@@ -160,15 +168,19 @@ class Lifecycle:
             raise machine_exists(req.name)
         self._start(machine)
         future: asyncio.Future[Machine] = asyncio.get_running_loop().create_future()
-        if job:
-            self._create_replies[machine.name] = future
-        else:
+        if not job:
             future.set_result(machine)
+            return future
+        self._create_replies[machine.name] = future
+        if early is not None:
+            self.job_removed(machine.unit, job, early)  # the job ended before its path reached us
         return future
 
     def job_removed(self, unit: str, job: str, result: str) -> None:
         machine = self.registry.by_unit.get(unit)
         if machine is None:
+            if unit in self._creating:
+                self._early_results[job] = result
             return
         if job == machine.scope_job:
             machine.scope_job = ""

@@ -128,4 +128,3 @@ def lookup(registry: Registry, index: IdMapIndex, by_id: int | None, by_name: st
     if by_name is not None:
         return record_by_name(registry, index.kind, by_name)
     return None
-

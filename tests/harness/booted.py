@@ -149,8 +149,13 @@ def booted_container(
     root: Path | None = None,
     nspawn_args: Sequence[str] = (),
     boot_timeout: float = 120,
+    register: bool = False,
 ) -> Iterator[Container]:
-    """Boot the cached Debian root (read-only lower layer of a tmpfs-backed overlay) with systemd inside."""
+    """Boot the cached Debian root (read-only lower layer of a tmpfs-backed overlay) with systemd inside.
+
+    With `register`, nspawn registers the container with the machined on the test's own bus
+    (RegisterMachine, --keep-unit), so that daemon's OpenLogin/OpenShell/… reach this systemd.
+    """
     assert in_isolation(), "booted containers only run inside tests/harness/isolate"
     assert machined in MACHINEDS, machined
     lower = root or ensure_root()
@@ -171,7 +176,7 @@ def booted_container(
         cgroup.mkdir(parents=True)
         stack.callback(_kill_and_remove, cgroup)
         argv = [
-            "systemd-nspawn", "--boot", "--keep-unit", "--register=no", "--private-network",
+            "systemd-nspawn", "--boot", "--keep-unit", f"--register={'yes' if register else 'no'}", "--private-network",
             "--console=read-only", "--directory", str(merged), "--machine", name,
             f"--bind-ro={REPO / 'src'}:/opt/pymachined-src", *nspawn_args,
             f"pymachined.machined={machined}",  # init argument, read by the image's generator

@@ -6,8 +6,26 @@ import shutil
 from pathlib import Path
 
 BUSYBOX = Path("/bin/busybox")
-APPLETS = ("sh", "sleep", "cat", "echo", "ls", "test", "true", "mkdir", "ip", "hostname", "id", "mount", "umount",
-           "ln", "stat", "readlink", "tty", "chmod")
+APPLETS = (
+    "sh",
+    "sleep",
+    "cat",
+    "echo",
+    "ls",
+    "test",
+    "true",
+    "mkdir",
+    "ip",
+    "hostname",
+    "id",
+    "mount",
+    "umount",
+    "ln",
+    "stat",
+    "readlink",
+    "tty",
+    "chmod",
+)
 
 
 def busybox_root(path: Path, os_id: str = "busyboxtest", version_id: str = "1") -> Path:

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import os
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Final
 
 from ..errors import from_errno
 from ..lifecycle import Caller, Lifecycle, validate_kill
-from ..machine import MACHINE_PATH_PREFIX, Machine
+from ..machine import MACHINE_PATH_PREFIX, Machine, MachineClass
 from ..names import bus_label_unescape
+from ..operations import TOO_MANY_COPIES, Operations
+from ..ops import bind, copy, pty, shell
 from ..ops.addresses import AddressReader, machine_addresses
 from ..ops.os_release import machine_os_release
 from ..ops.root import open_root
-from ..ops.uid_shift import machine_uid_shift
+from ..ops.uid_shift import machine_uid_shift, uid_shift
 from ..ops.usermap import IdMapIndex
 from ..registry import Registry
 from .dispatch import Call
@@ -35,6 +38,7 @@ class Services:
     uid_index: IdMapIndex
     gid_index: IdMapIndex
     addresses: AddressReader
+    operations: Operations
 
 
 def services(call: Call) -> Services:
@@ -83,6 +87,73 @@ async def open_root_directory(call: Call, machine: Machine) -> WithFds:
     return WithFds([0], [open_root(machine)])
 
 
+def _host_variant(machine: Machine, action: str) -> str:
+    return f"host-{action}" if machine.machine_class is MachineClass.HOST else action
+
+
+async def open_pty(call: Call, machine: Machine) -> WithFds:
+    await check_authorization(call, _host_variant(machine, "open-pty"), {"machine": machine.name})
+    master, path = await asyncio.to_thread(pty.open_pty, machine)
+    return WithFds([0, path], [master])
+
+
+async def open_login(call: Call, machine: Machine) -> WithFds:
+    await check_authorization(call, _host_variant(machine, "login"), {"machine": machine.name, "verb": "login"})
+    master, path = await asyncio.to_thread(pty.open_pty, machine)
+    try:
+        await shell.start_getty(machine, call.dispatcher.bus, path)
+    except BaseException:
+        os.close(master)
+        raise
+    return WithFds([0, path], [master])
+
+
+async def open_shell(call: Call, machine: Machine, user: str, path: str, argv: list[str], env: list[str]) -> WithFds:
+    request = shell.validate_shell_request(user, path, argv, env)
+    details = {"machine": machine.name, "user": request.user, "program": request.path}
+    await check_authorization(call, _host_variant(machine, "shell"), details)
+    master, pty_path = await asyncio.to_thread(pty.open_pty, machine)
+    try:
+        await shell.start_shell(machine, call.dispatcher.bus, master, pty_path, request)
+    except BaseException:
+        os.close(master)
+        raise
+    return WithFds([0, pty_path], [master])
+
+
+async def bind_mount(call: Call, machine: Machine, source: str, destination: str, read_only: bool, mkdir: bool) -> Body:
+    source, destination = bind.validate_bind_request(machine, source, destination)
+    details = {"machine": machine.name, "verb": "bind", "src": source, "dest": destination}
+    await check_authorization(call, "manage-machines", details)
+    bind.check_bind_uid_shift(machine)
+    await asyncio.to_thread(bind.bind_mount, machine, source, destination, read_only, mkdir)
+    return []
+
+
+async def _copy(call: Call, machine: Machine, source: str, destination: str, flags: int) -> Body:
+    operations = services(call).operations
+    operations.check(TOO_MANY_COPIES)
+    source, destination = copy.validate_copy_request(machine, source, destination, flags)
+    details = {"machine": machine.name, "verb": "copy", "src": source, "dest": destination}
+    await check_authorization(call, "manage-machines", details)
+    shift = uid_shift(machine)  # 252 returns a complex mapping's ENXIO raw here
+    to_container = "CopyTo" in (call.message.member or "")
+    container_path, host_path = (destination, source) if to_container else (source, destination)
+    replace = bool(flags & copy.MACHINE_COPY_REPLACE)
+    await operations.run(
+        lambda: copy.copy_between(machine, container_path, host_path, to_container, replace, shift), TOO_MANY_COPIES
+    )
+    return []
+
+
+async def copy_files(call: Call, machine: Machine, source: str, destination: str) -> Body:
+    return await _copy(call, machine, source, destination, 0)
+
+
+async def copy_files_with_flags(call: Call, machine: Machine, source: str, destination: str, flags: int) -> Body:
+    return await _copy(call, machine, source, destination, flags)
+
+
 def _interface() -> Interface:
     # Properties newer than 252 are hidden like Scope: Get answers them, GetAll and
     # introspection stay exactly 252's, so 252 clients (machinectl show) see no change.
@@ -115,6 +186,14 @@ def _interface() -> Interface:
             Method("GetSSHInfo", get_ssh_info, out_args=args("s ssh_address, s ssh_private_key_path")),
             Method("GetOSRelease", get_os_release, out_args=args("a{ss} fields")),
             Method("GetUIDShift", get_uid_shift, out_args=args("u shift")),
+            Method("OpenPTY", open_pty, out_args=args("h pty, s pty_path")),
+            Method("OpenLogin", open_login, out_args=args("h pty, s pty_path")),
+            Method("OpenShell", open_shell, args("s user, s path, as args, as environment"), args("h pty, s pty_path")),
+            Method("BindMount", bind_mount, args("s source, s destination, b read_only, b mkdir")),
+            Method("CopyFrom", copy_files, args("s source, s destination")),
+            Method("CopyTo", copy_files, args("s source, s destination")),
+            Method("CopyFromWithFlags", copy_files_with_flags, args("s source, s destination, t flags")),
+            Method("CopyToWithFlags", copy_files_with_flags, args("s source, s destination, t flags")),
             Method("OpenRootDirectory", open_root_directory, out_args=args("h fd")),
         ],
     )

@@ -19,13 +19,19 @@ from ..registry import Registration, validate_registration
 from ..units import ScopeProperty
 from .dispatch import Call
 from .machine import (
+    bind_mount,
     caller_of,
+    copy_files,
+    copy_files_with_flags,
     get_addresses,
     get_os_release,
     get_ssh_info,
     get_uid_shift,
     kill,
+    open_login,
+    open_pty,
     open_root_directory,
+    open_shell,
     services,
     terminate,
 )
@@ -342,6 +348,31 @@ def _interface() -> Interface:
                 args("s ssh_address, s ssh_private_key_path"),
             ),
             Method("GetMachineOSRelease", _on_machine(get_os_release), args("s name"), args("a{ss} fields")),
+            Method("OpenMachinePTY", _on_machine(open_pty), args("s name"), args("h pty, s pty_path"), privileged=True),
+            Method("OpenMachineLogin", _on_machine(open_login), args("s name"), args("h pty, s pty_path")),
+            Method(
+                "OpenMachineShell",
+                _on_machine(open_shell),
+                args("s name, s user, s path, as args, as environment"),
+                args("h pty, s pty_path"),
+            ),
+            Method(
+                "BindMountMachine",
+                _on_machine(bind_mount),
+                args("s name, s source, s destination, b read_only, b mkdir"),
+            ),
+            Method("CopyFromMachine", _on_machine(copy_files), args("s name, s source, s destination")),
+            Method("CopyToMachine", _on_machine(copy_files), args("s name, s source, s destination")),
+            Method(
+                "CopyFromMachineWithFlags",
+                _on_machine(copy_files_with_flags),
+                args("s name, s source, s destination, t flags"),
+            ),
+            Method(
+                "CopyToMachineWithFlags",
+                _on_machine(copy_files_with_flags),
+                args("s name, s source, s destination, t flags"),
+            ),
             Method("OpenMachineRootDirectory", _on_machine(open_root_directory), args("s name"), args("h fd")),
             Method("GetMachineUIDShift", _on_machine(get_uid_shift), args("s name"), args("u shift")),
             Method("MapFromMachineUser", _map_from_user, args("s name, u uid_inner"), args("u uid_outer")),

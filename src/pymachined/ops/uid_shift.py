@@ -2,41 +2,43 @@
 
 from __future__ import annotations
 
-from ..errors import MachineError, from_errno, not_supported
+import errno
+
+from ..errors import ErrorKind, MachineError, from_errno, not_supported
 from ..machine import Machine, MachineClass
+from .usermap import read_map
 
 MIN_RANGE = 65534
 
 
-def _read_map(pid: int, which: str) -> list[tuple[int, int, int]] | None:
-    try:
-        with open(f"/proc/{pid}/{which}") as f:
-            text = f.read()
-    except FileNotFoundError:
-        return None
-    return [(int(a), int(b), int(c)) for a, b, c in (line.split() for line in text.splitlines() if line.strip())]
-
-
 def machine_uid_shift(machine: Machine) -> int:
-    """GetUIDShift: 0 for the host and for containers without a user namespace of their own."""
+    """GetUIDShift: the shift, with 252's message for a complex mapping."""
+    try:
+        return uid_shift(machine)
+    except MachineError as exc:
+        if exc.kind is ErrorKind.ERRNO and exc.errno == errno.ENXIO:
+            raise not_supported(
+                f"Machine {machine.name} uses a complex UID/GID mapping, cannot determine shift"
+            ) from None
+        raise
+
+
+def uid_shift(machine: Machine) -> int:
+    """0 for the host and for containers without a user namespace of their own; ENXIO when complex."""
     if machine.machine_class is MachineClass.HOST:
         return 0
     if machine.machine_class is not MachineClass.CONTAINER:
         raise not_supported("UID/GID shift may only be determined for container machines.")
-    complex_ = not_supported(f"Machine {machine.name} uses a complex UID/GID mapping, cannot determine shift")
+    complex_ = from_errno(errno.ENXIO)
     try:
-        uid_map = _read_map(machine.leader, "uid_map")
+        uid_map = read_map(machine.leader, "uid")
         if uid_map is None:
             return 0
-        if len(uid_map) != 1:
+        if len(uid_map) != 1 or uid_map[0].inside != 0 or uid_map[0].count < MIN_RANGE:
             raise complex_
-        inside, outside, length = uid_map[0]
-        if inside != 0 or length < MIN_RANGE:
+        if read_map(machine.leader, "gid") != uid_map:
             raise complex_
-        gid_map = _read_map(machine.leader, "gid_map")
-        if gid_map != uid_map:
-            raise complex_
-        return outside
+        return uid_map[0].outside
     except MachineError:
         raise
     except OSError as exc:

@@ -5,11 +5,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 APT_PACKAGES := dbus-daemon dbus-bin libglib2.0-bin systemd-container libnss-mymachines libnss-systemd \
-	systemd-userdbd busybox-static util-linux procps iproute2 mmdebstrap
+	systemd-userdbd busybox-static util-linux procps iproute2 mmdebstrap polkitd
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PIP := $(VENV)/.pip-stamp
 
-.PHONY: all provision run test unit lint type check bench clean
+.PHONY: all provision run test unit lint type check bench clean install uninstall
 
 all: test
 
@@ -55,6 +55,12 @@ type: provision
 
 bench: provision
 	@tests/harness/isolate $(VENV)/bin/python bench/run.py
+
+install:
+	@scripts/install
+
+uninstall:
+	@scripts/uninstall
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -9,27 +9,15 @@ import os
 import sys
 from pathlib import Path
 
+from . import logs
 from .daemon import STATE_DIR, Config, Daemon, StartupError
-
-LEVELS = {
-    "emerg": logging.CRITICAL,
-    "alert": logging.CRITICAL,
-    "crit": logging.CRITICAL,
-    "err": logging.ERROR,
-    "warning": logging.WARNING,
-    "notice": logging.INFO,
-    "info": logging.INFO,
-    "debug": logging.DEBUG,
-}
-NUMERIC = ["emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"]
+from .errors import MachineError
 
 
-def parse_level(text: str) -> int:
-    if text.isdigit() and int(text) < len(NUMERIC):
-        text = NUMERIC[int(text)]
+def parse_level(text: str) -> str:
     try:
-        return LEVELS[text]
-    except KeyError:
+        return logs.parse_level(text)
+    except MachineError:
         raise argparse.ArgumentTypeError(f"invalid log level '{text}'") from None
 
 
@@ -67,14 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = args.log_level
-    if level is None:
-        env = os.environ.get("SYSTEMD_LOG_LEVEL", "info")
-        try:
-            level = parse_level(env)
-        except argparse.ArgumentTypeError:
-            level = logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr, format="pymachined: %(levelname)s: %(message)s")
+    settings = logs.LogSettings.from_environment(args.log_level)
     os.umask(0o022)
     daemon = Daemon(
         Config(
@@ -82,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             bus_address=args.bus_address,
             unit_backend=args.unit_backend,
             stop_timeout=args.stop_timeout,
-        )
+        ),
+        settings,
     )
     try:
         asyncio.run(daemon.run())

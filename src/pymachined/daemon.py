@@ -14,12 +14,15 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.constants import NameFlag
 
 from .bus.dispatch import Dispatcher, Fallback, Node
+from .bus.logcontrol import LOG_CONTROL_INTERFACE
+from .bus.logcontrol import PATH as LOG_CONTROL_PATH
 from .bus.machine import MACHINE_INTERFACE, PREFIX, MachineObjects, Services
 from .bus.manager import MANAGER_INTERFACE, PATH, machine_signal
 from .leader import LeaderWatch
 from .lifecycle import Lifecycle
+from .logs import LogSettings
 from .machine import Machine
-from .notify import notify
+from .notify import notify, watchdog_interval
 from .operations import Operations
 from .ops.addresses import AddressReader
 from .ops.usermap import IdMapIndex
@@ -54,8 +57,9 @@ class Config:
 class Daemon:
     """One pymachined instance on one bus."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, log_settings: LogSettings | None = None) -> None:
         self.config = config
+        self.log_settings = log_settings or LogSettings.from_environment()
         self.state = StateDirectory(config.state_dir)
         self.registry = Registry(self.state)
         self.bus: MessageBus | None = None
@@ -92,6 +96,7 @@ class Daemon:
         dispatcher = Dispatcher(self.bus, services)
         objects = MachineObjects(self.registry)
         dispatcher.add_node(PATH, Node([MANAGER_INTERFACE]))
+        dispatcher.add_node(LOG_CONTROL_PATH, Node([LOG_CONTROL_INTERFACE], self.log_settings))
         dispatcher.add_node(PREFIX, Node([], None, enumerate_children=objects.labels))
         dispatcher.add_fallback(PREFIX, Fallback([MACHINE_INTERFACE], objects.find))
         dispatcher.install()
@@ -144,6 +149,19 @@ class Daemon:
         if self.bus is not None and self.bus.connected:
             self.bus.send(machine_signal(member, machine))
 
+    def _start_watchdog(self) -> asyncio.Task[None] | None:
+        interval = watchdog_interval()
+        if interval is None:
+            return None
+        log.debug("Sending WATCHDOG=1 every %.1f s", interval)
+
+        async def ping() -> None:
+            while True:  # from the event loop: a stuck loop stops the pings, and systemd restarts us
+                notify("WATCHDOG=1")
+                await asyncio.sleep(interval)
+
+        return asyncio.get_running_loop().create_task(ping())
+
     def stop(self) -> None:
         self._stop.set()
 
@@ -153,12 +171,15 @@ class Daemon:
             loop.add_signal_handler(signum, self.stop)
         await self.start()
         assert self.bus is not None
+        watchdog = self._start_watchdog()
         disconnected = asyncio.ensure_future(self.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
         stopping = asyncio.ensure_future(self._stop.wait())
         done, _ = await asyncio.wait({disconnected, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if disconnected in done:
             stopping.cancel()
             raise StartupError("Lost the connection to the bus")
+        if watchdog is not None:
+            watchdog.cancel()
         notify("STOPPING=1\nSTATUS=Shutting down...")
         log.info("Shutting down; state files are kept")
         disconnected.cancel()

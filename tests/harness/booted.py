@@ -178,7 +178,7 @@ def booted_container(
         argv = [
             "systemd-nspawn", "--boot", "--keep-unit", f"--register={'yes' if register else 'no'}", "--private-network",
             "--console=read-only", "--directory", str(merged), "--machine", name,
-            f"--bind-ro={REPO / 'src'}:/opt/pymachined-src", *nspawn_args,
+            f"--bind-ro={REPO / 'src'}:/opt/pymachined-src", f"--bind-ro={REPO}:/opt/pymachined-repo", *nspawn_args,
             f"pymachined.machined={machined}",  # init argument, read by the image's generator
         ]  # fmt: skip
         console_log = workdir / "console.log"

@@ -94,6 +94,7 @@ class System:
     cgroups: list[Path] = field(default_factory=list)
     daemon_log: Path | None = None
     daemon_args: list[str] = field(default_factory=list)
+    polkit: subprocess.Popen[bytes] | None = None
 
     # bus and daemon
 
@@ -162,6 +163,34 @@ class System:
                 self.daemon.wait()
         wait_for(lambda: not self._name_owned(), f"{BUS_NAME} to be released")
         return self.daemon.returncode
+
+    def start_polkit(self) -> None:
+        """A real polkitd on the test bus, reading pymachined's actions (and rules in the namespace)."""
+        actions = Path("/run/pymachined-test-polkit/actions")
+        actions.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / "data/polkit-1/actions/org.freedesktop.machine1.policy", actions)
+        if not os.path.ismount("/usr/share/polkit-1/actions"):
+            subprocess.run(["mount", "-n", "--bind", str(actions), "/usr/share/polkit-1/actions"], check=True)
+        self.polkit = subprocess.Popen(
+            ["/usr/lib/polkit-1/polkitd", "--no-debug"],
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        wait_for(lambda: self._has_owner("org.freedesktop.PolicyKit1"), "polkitd", process=self.polkit)
+
+    def _has_owner(self, name: str) -> bool:
+        result = self.run(
+            "busctl",
+            "call",
+            "org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus",
+            "NameHasOwner",
+            "s",
+            name,
+        )
+        return result.stdout.strip() == "b true"
 
     def restart_daemon(self) -> None:
         self.stop_daemon()
@@ -307,6 +336,11 @@ class System:
             except subprocess.TimeoutExpired:
                 self.daemon.kill()
                 self.daemon.wait()
+        if self.polkit is not None and self.polkit.poll() is None:
+            self.polkit.terminate()
+            self.polkit.wait()
+        if os.path.ismount("/usr/share/polkit-1/actions"):
+            subprocess.run(["umount", "-n", "/usr/share/polkit-1/actions"], check=False)
         if self.bus is not None and self.bus.poll() is None:
             self.bus.terminate()
             self.bus.wait()

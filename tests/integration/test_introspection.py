@@ -29,7 +29,7 @@ NOT_YET = {
     },
     "org.freedesktop.machine1.Machine": {},
 }
-NOT_YET_NODES = {"image", "LogControl1"}
+NOT_YET_NODES = {"image"}
 # Members newer than 252 that pymachined adds; stripped from its XML before comparing with 252's.
 NEWER = {"CreateMachineEx", "RegisterMachineEx", "GetMachineSSHInfo", "GetSSHInfo"}
 
@@ -95,3 +95,7 @@ def test_unknown_paths(machined: System) -> None:
         )
         assert result.returncode == 1
         assert result.stderr == f"Call failed: Unknown object '{path}'.\n"
+
+
+def test_log_control_object(machined: System) -> None:
+    assert introspect(machined, "/org/freedesktop/LogControl1") == reference("org_freedesktop_LogControl1.xml")

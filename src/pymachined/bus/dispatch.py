@@ -361,7 +361,7 @@ class Dispatcher:
         if value.signature != prop.type:
             raise BusReplyError(
                 f"{DBUS_ERROR}.InvalidArgs",
-                f"Incorrect signature when setting property '{prop.name}', "
+                f"Incorrect parameters for property '{prop.name}', "
                 f"expected '{prop.type}', got '{value.signature}'.",
             )
         if prop.privileged:

@@ -14,6 +14,8 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.constants import NameFlag
 
 from .bus.dispatch import Dispatcher, Fallback, Node
+from .bus.image import IMAGE_INTERFACE, ImageObjects
+from .bus.image import PREFIX as IMAGE_PREFIX
 from .bus.logcontrol import LOG_CONTROL_INTERFACE
 from .bus.logcontrol import PATH as LOG_CONTROL_PATH
 from .bus.machine import MACHINE_INTERFACE, PREFIX, MachineObjects, Services
@@ -99,6 +101,9 @@ class Daemon:
         dispatcher.add_node(LOG_CONTROL_PATH, Node([LOG_CONTROL_INTERFACE], self.log_settings))
         dispatcher.add_node(PREFIX, Node([], None, enumerate_children=objects.labels))
         dispatcher.add_fallback(PREFIX, Fallback([MACHINE_INTERFACE], objects.find))
+        images = ImageObjects()
+        dispatcher.add_node(IMAGE_PREFIX, Node([], None, enumerate_children=images.labels))
+        dispatcher.add_fallback(IMAGE_PREFIX, Fallback([IMAGE_INTERFACE], images.find))
         dispatcher.install()
         await self._add_match(
             "type='signal',sender='org.freedesktop.DBus',path='/org/freedesktop/DBus',"

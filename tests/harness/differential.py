@@ -31,6 +31,7 @@ _TIME_PATTERNS: Final = [
 
 
 _LIST_MACHINES: Final = re.compile(r"^a\(ssso\) (\d+) (.*)$", re.M)
+_HASH_ORDERED: Final = re.compile(r"^(a\(ssbttto\)|a\(st\)) (\d+) (.*)$", re.M)
 
 
 def _sorted_machines(match: re.Match[str]) -> str:
@@ -38,6 +39,14 @@ def _sorted_machines(match: re.Match[str]) -> str:
     words = shlex.split(match.group(2))
     entries = sorted(words[i : i + 4] for i in range(0, len(words), 4))
     return f"a(ssso) {match.group(1)} " + " ".join(shlex.join(e) for e in entries)
+
+
+def _sorted_images(match: re.Match[str]) -> str:
+    """ListImages and CleanPool answer in hash order (252) too."""
+    width = 7 if match.group(1) == "a(ssbttto)" else 2
+    words = shlex.split(match.group(3))
+    entries = sorted(words[i : i + width] for i in range(0, len(words), width))
+    return f"{match.group(1)} {match.group(2)} " + " ".join(shlex.join(e) for e in entries)
 
 
 class Target(Protocol):
@@ -96,6 +105,7 @@ class Transcript:
         for pattern, replacement in self.extra_patterns:
             text = pattern.sub(replacement, text)
         text = _LIST_MACHINES.sub(_sorted_machines, text)
+        text = _HASH_ORDERED.sub(_sorted_images, text)
         for index, pid in sorted(enumerate(self.leaders), key=lambda p: -len(str(p[1]))):
             text = re.sub(rf"\b{pid}\b", f"<leader{index}>", text)
         for pattern, replacement in _TIME_PATTERNS:
@@ -126,18 +136,25 @@ BOOTED_PATTERNS: Final = [
 ]
 
 
-def run_scenario(implementation: Implementation, scenario: Scenario, workdir: Path) -> list[tuple[str, str]]:
+Patterns = list[tuple[re.Pattern[str], str]]
+
+
+def run_scenario(
+    implementation: Implementation, scenario: Scenario, workdir: Path, extra_patterns: Patterns | None = None
+) -> list[tuple[str, str]]:
     workdir.mkdir(parents=True, exist_ok=True)
     with system(implementation, workdir) as sys_:
-        transcript = Transcript(sys_)
+        transcript = Transcript(sys_, extra_patterns=list(extra_patterns or []))
         scenario(sys_, transcript)
         return transcript.steps
 
 
-def assert_same_as_252(scenario: Scenario, tmp_path: Path) -> list[tuple[str, str]]:
+def assert_same_as_252(
+    scenario: Scenario, tmp_path: Path, extra_patterns: Patterns | None = None
+) -> list[tuple[str, str]]:
     """Run `scenario` on both daemons; fail with a unified diff where they differ."""
-    ours = run_scenario(PYMACHINED, scenario, tmp_path / PYMACHINED.name)
-    reference = run_scenario(REFERENCE, scenario, tmp_path / REFERENCE.name)
+    ours = run_scenario(PYMACHINED, scenario, tmp_path / PYMACHINED.name, extra_patterns)
+    reference = run_scenario(REFERENCE, scenario, tmp_path / REFERENCE.name, extra_patterns)
     return _compare(ours, reference)
 
 

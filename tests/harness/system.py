@@ -391,9 +391,21 @@ def kill_cgroup(path: Path) -> None:
     wait_for(lambda: not (path / "cgroup.procs").read_text().strip(), f"{path} to empty", timeout=5)
 
 
+IMAGE_DIRS: Final = ("/etc/machines", "/run/machines", "/var/lib/machines", "/var/lib/container",
+                     "/usr/local/lib/machines", "/usr/lib/machines")
+
+
 def reset_runtime_state() -> None:
-    """Forget what a daemon left in the private /run, so the next test starts clean."""
+    """Forget what a daemon or a test left in the private /run and image directories."""
     shutil.rmtree(STATE_DIR, ignore_errors=True)
+    if in_isolation():  # these are private mounts only inside tests/harness/isolate
+        for directory in map(Path, IMAGE_DIRS):
+            if not directory.is_dir():
+                continue
+            entries = [str(e) for e in directory.iterdir()]
+            if entries:
+                subprocess.run(["chattr", "-R", "-i", *entries], capture_output=True, check=False)
+                subprocess.run(["rm", "-rf", "--one-file-system", *entries], capture_output=True, check=False)
     userdb = Path("/run/systemd/userdb")
     if userdb.is_dir():
         for entry in userdb.iterdir():

@@ -12,24 +12,10 @@ CAPTURED = REPO / "tests/data/machined-252-introspection"
 
 # Members of 252's interfaces that later issues add; each disappears from here as it lands.
 NOT_YET = {
-    "org.freedesktop.machine1.Manager": {
-        "GetImage",
-        "ListImages",
-        "RemoveImage",
-        "RenameImage",
-        "CloneImage",
-        "MarkImageReadOnly",
-        "GetImageHostname",
-        "GetImageMachineID",
-        "GetImageMachineInfo",
-        "GetImageOSRelease",
-        "SetPoolLimit",
-        "SetImageLimit",
-        "CleanPool",
-    },
+    "org.freedesktop.machine1.Manager": set(),
     "org.freedesktop.machine1.Machine": {},
 }
-NOT_YET_NODES = {"image"}
+NOT_YET_NODES: set[str] = set()
 # Members newer than 252 that pymachined adds; stripped from its XML before comparing with 252's.
 NEWER = {"CreateMachineEx", "RegisterMachineEx", "GetMachineSSHInfo", "GetSSHInfo"}
 
@@ -95,6 +81,12 @@ def test_unknown_paths(machined: System) -> None:
         )
         assert result.returncode == 1
         assert result.stderr == f"Call failed: Unknown object '{path}'.\n"
+
+
+def test_image_objects(machined: System) -> None:
+    expected = reference("org_freedesktop_machine1_image__2ehost.xml")
+    assert introspect(machined, "/org/freedesktop/machine1/image/_2ehost") == expected
+    assert introspect(machined, "/org/freedesktop/machine1/image") == reference("org_freedesktop_machine1_image.xml")
 
 
 def test_log_control_object(machined: System) -> None:

@@ -102,6 +102,7 @@ class Dispatcher:
         self.fallbacks: dict[str, Fallback] = {}
         self.machine_id = ""
         self._credentials: dict[str, Credentials] = {}
+        self.peer_listeners: list[Callable[[str], None]] = []  # told when a unique name leaves the bus
         self._tasks: set[asyncio.Task[None]] = set()
         try:
             with open("/etc/machine-id") as f:
@@ -149,6 +150,8 @@ class Dispatcher:
 
     def forget_peer(self, name: str) -> None:
         self._credentials.pop(name, None)
+        for listener in self.peer_listeners:
+            listener(name)
 
     # message handling
 

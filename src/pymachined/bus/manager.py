@@ -17,6 +17,7 @@ from ..names import machine_name_is_valid
 from ..ops.usermap import Kind, id_is_valid, map_from_machine, map_to_machine
 from ..registry import Registration, validate_registration
 from ..units import ScopeProperty
+from . import image as images
 from .dispatch import Call
 from .machine import (
     bind_mount,
@@ -299,8 +300,10 @@ def _interface() -> Interface:
             Property("PoolUsage", "t", lambda _m: pool_usage(), emits_change="false"),
             Property("PoolLimit", "t", lambda _m: pool_limit(), emits_change="false"),
             Method("GetMachine", _get_machine, args("s name"), args("o machine")),
+            Method("GetImage", images.get_image, args("s name"), args("o image")),
             Method("GetMachineByPID", _get_machine_by_pid, args("u pid"), args("o machine")),
             Method("ListMachines", _list_machines, (), args("a(ssso) machines")),
+            Method("ListImages", images.list_images, (), args("a(ssbttto) images")),
             Method(
                 "CreateMachine",
                 _create_machine,
@@ -375,6 +378,24 @@ def _interface() -> Interface:
             ),
             Method("OpenMachineRootDirectory", _on_machine(open_root_directory), args("s name"), args("h fd")),
             Method("GetMachineUIDShift", _on_machine(get_uid_shift), args("s name"), args("u shift")),
+            Method("RemoveImage", images.on_image(images.remove), args("s name")),
+            Method("RenameImage", images.on_image(images.rename), args("s name, s new_name")),
+            Method("CloneImage", images.on_image(images.clone), args("s name, s new_name, b read_only")),
+            Method("MarkImageReadOnly", images.on_image(images.mark_read_only), args("s name, b read_only")),
+            Method("GetImageHostname", images.on_image(images.get_hostname), args("s name"), args("s hostname")),
+            Method("GetImageMachineID", images.on_image(images.get_machine_id), args("s name"), args("ay id")),
+            Method(
+                "GetImageMachineInfo",
+                images.on_image(images.get_machine_info),
+                args("s name"),
+                args("a{ss} machine_info"),
+            ),
+            Method(
+                "GetImageOSRelease", images.on_image(images.get_os_release), args("s name"), args("a{ss} os_release")
+            ),
+            Method("SetPoolLimit", images.set_pool_limit, args("t size")),
+            Method("SetImageLimit", images.on_image(images.set_limit), args("s name, t size")),
+            Method("CleanPool", images.clean_pool, args("s mode"), args("a(st) images")),
             Method("MapFromMachineUser", _map_from_user, args("s name, u uid_inner"), args("u uid_outer")),
             Method(
                 "MapToMachineUser",

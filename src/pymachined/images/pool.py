@@ -7,13 +7,28 @@ from typing import Final
 
 POOL_PATH: Final = Path("/var/lib/machines")
 UINT64_MAX: Final = 2**64 - 1
+_BTRFS_SUPER_MAGIC: Final = 0x9123683E
+
+
+def _pool_quota() -> tuple[int, int, int, int] | None:
+    from .btrfs import subvolume_quota
+    from .fsinfo import fs_type_of
+
+    try:
+        if fs_type_of(str(POOL_PATH)) != _BTRFS_SUPER_MAGIC:
+            return None
+    except OSError:
+        return None
+    return subvolume_quota(str(POOL_PATH))
 
 
 def pool_usage() -> int:
-    """Bytes the pool references; UINT64_MAX where no btrfs quota tells (as 252 on ext4, tmpfs)."""
-    return UINT64_MAX
+    """Bytes the pool references (btrfs quota); UINT64_MAX where no quota tells (as 252 on ext4, tmpfs)."""
+    quota = _pool_quota()
+    return UINT64_MAX if quota is None else quota[0]
 
 
 def pool_limit() -> int:
-    """The pool's size limit; UINT64_MAX where no btrfs quota sets one."""
-    return UINT64_MAX
+    """The pool's size limit (btrfs quota); UINT64_MAX where none is set."""
+    quota = _pool_quota()
+    return UINT64_MAX if quota is None else quota[2]

@@ -12,6 +12,7 @@ import errno
 import fcntl
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -131,7 +132,13 @@ def copy_between(
 
 
 def copy_tree_at(
-    source_dir_fd: int, source_name: str, target_dir_fd: int, target_name: str, owner: int | None, replace: bool
+    source_dir_fd: int,
+    source_name: str,
+    target_dir_fd: int,
+    target_name: str,
+    owner: int | None,
+    replace: bool,
+    cancelled: Callable[[], bool] | None = None,
 ) -> int:
     """Copy one entry (a whole tree for a directory) as 252's copy_tree_at() with REFLINK|MERGE|HARDLINKS.
 
@@ -142,7 +149,7 @@ def copy_tree_at(
         st = os.stat(source_name, dir_fd=source_dir_fd, follow_symlinks=False)
     except OSError as exc:
         return exc.errno or errno.EIO
-    return _TreeCopy(owner, replace, target_dir_fd).run(source_dir_fd, source_name, st, target_name)
+    return _TreeCopy(owner, replace, target_dir_fd, cancelled).run(source_dir_fd, source_name, st, target_name)
 
 
 def copy_file_data(src_fd: int, dst_fd: int) -> None:
@@ -195,6 +202,7 @@ class _TreeCopy:
     owner: int | None
     replace: bool
     base_fd: int  # the top target's parent, where hardlink paths start
+    cancelled: Callable[[], bool] | None = None  # polled per entry: ECANCELED once it says so
     hardlinks: dict[tuple[int, int], tuple[str, ...]] = field(default_factory=dict)
     stack: list[_Directory] = field(default_factory=list)
 
@@ -202,6 +210,8 @@ class _TreeCopy:
         result = self._copy(source_dir_fd, source_name, st, self.base_fd, target_name, (target_name,), COPY_DEPTH_MAX)
         try:
             while self.stack:
+                if self.cancelled is not None and self.cancelled():
+                    return errno.ECANCELED
                 directory = self.stack[-1]
                 if directory.names:
                     name = directory.names.pop()

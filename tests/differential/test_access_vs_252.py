@@ -13,14 +13,11 @@ from dbus_fast import BusType, Message, MessageType
 from dbus_fast.aio import MessageBus
 
 from harness.differential import Transcript, assert_same_as_252
+from harness.markers import needs_nspawn
 from harness.rootfs import busybox_root
 from harness.system import BUS_ADDRESS, STATE_DIR, System, wait_for
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("PYMACHINED_CGROUP_LAYOUT_SIMULATED") == "1",
-    reason="systemd-nspawn 252 finds the cgroup root through PID 1's cgroup, which lies outside the test's cgroup "
-    "namespace when tests/harness/isolate simulates the pure cgroup2 layout on this hybrid host",
-)
+pytestmark = needs_nspawn
 
 PAYLOAD = "trap 'exit 0' TERM; echo > /ready; while :; do sleep 0.1; done"
 

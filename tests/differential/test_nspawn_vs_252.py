@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from harness.differential import Transcript, assert_same_as_252
+from harness.markers import needs_nspawn
 from harness.rootfs import busybox_root
 from harness.system import STATE_DIR, System, wait_for
 
@@ -27,11 +25,7 @@ def start_nspawn(s: System, root: Path, name: str) -> subprocess.Popen[bytes]:
     )
 
 
-@pytest.mark.skipif(
-    os.environ.get("PYMACHINED_CGROUP_LAYOUT_SIMULATED") == "1",
-    reason="systemd-nspawn 252 finds the cgroup root through PID 1's cgroup, which lies outside the test's cgroup "
-    "namespace when tests/harness/isolate simulates the pure cgroup2 layout on this hybrid host",
-)
+@needs_nspawn
 def test_nspawn_registers_and_unregisters(tmp_path: Path) -> None:
     def scenario(s: System, t: Transcript) -> None:
         root = busybox_root(s.workdir / "root")

@@ -391,8 +391,14 @@ def kill_cgroup(path: Path) -> None:
     wait_for(lambda: not (path / "cgroup.procs").read_text().strip(), f"{path} to empty", timeout=5)
 
 
-IMAGE_DIRS: Final = ("/etc/machines", "/run/machines", "/var/lib/machines", "/var/lib/container",
-                     "/usr/local/lib/machines", "/usr/lib/machines")
+IMAGE_DIRS: Final = (
+    "/etc/machines",
+    "/run/machines",
+    "/var/lib/machines",
+    "/var/lib/container",
+    "/usr/local/lib/machines",
+    "/usr/lib/machines",
+)
 
 
 def reset_runtime_state() -> None:

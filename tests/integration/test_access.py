@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from differential.test_access_vs_252 import start_container, stop_container
+from harness.markers import needs_nspawn
 from harness.rootfs import busybox_root
 from harness.system import System
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("PYMACHINED_CGROUP_LAYOUT_SIMULATED") == "1",
-    reason="systemd-nspawn 252 finds the cgroup root through PID 1's cgroup, which lies outside the test's cgroup "
-    "namespace when tests/harness/isolate simulates the pure cgroup2 layout on this hybrid host",
-)
+pytestmark = needs_nspawn
 
 
 def inside(leader: int, script: str) -> subprocess.CompletedProcess[str]:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
+from harness.markers import needs_nspawn
 from harness.rootfs import busybox_root
 from harness.system import STATE_DIR, System, wait_for
 
@@ -56,11 +54,7 @@ def test_os_release_of_a_chroot_without_proc(machined: System) -> None:
     )
 
 
-@pytest.mark.skipif(
-    os.environ.get("PYMACHINED_CGROUP_LAYOUT_SIMULATED") == "1",
-    reason="systemd-nspawn 252 finds the cgroup root through PID 1's cgroup, which lies outside the test's cgroup "
-    "namespace when tests/harness/isolate simulates the pure cgroup2 layout on this hybrid host",
-)
+@needs_nspawn
 def test_private_network_nspawn_container(machined: System) -> None:
     root = busybox_root(machined.workdir / "root", os_id="privnet", version_id="9")
     nspawn = subprocess.Popen(

@@ -9,10 +9,10 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from harness.markers import needs_nspawn
 from harness.rootfs import busybox_root
 from harness.system import BUS_ADDRESS, STATE_DIR, System, cgroup_root, wait_for
 
@@ -449,11 +449,7 @@ def test_create_machine_ex(machined: System) -> None:
     assert (cgroup_root() / "machine.slice/machine-exm.scope/cgroup.procs").read_text().split() == [str(leader.pid)]
 
 
-@pytest.mark.skipif(
-    os.environ.get("PYMACHINED_CGROUP_LAYOUT_SIMULATED") == "1",
-    reason="systemd-nspawn 252 finds the cgroup root through PID 1's cgroup, which lies outside the test's cgroup "
-    "namespace when tests/harness/isolate simulates the pure cgroup2 layout on this hybrid host",
-)
+@needs_nspawn
 def test_nspawn_creates_its_scope_and_is_terminated(machined: System) -> None:
     root = busybox_root(machined.workdir / "root")
     nspawn = subprocess.Popen(

@@ -5,21 +5,18 @@ The same image runs pymachined (from this repo's src/) or the real systemd-machi
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from harness.booted import MACHINED_UNIT, MACHINEDS, Container, booted_container, ensure_root
+from harness.markers import needs_nspawn
 from harness.system import wait_for
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        os.environ.get("PYMACHINED_CGROUP_LAYOUT_SIMULATED") == "1",
-        reason="systemd-nspawn 252 finds the cgroup root through PID 1's cgroup, outside the simulated layout",
-    ),
+    needs_nspawn,
 ]
 
 MANAGER = ("org.freedesktop.machine1", "/org/freedesktop/machine1", "org.freedesktop.machine1.Manager")

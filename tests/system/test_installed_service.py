@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
 
 from harness.booted import booted_container
+from harness.markers import needs_nspawn
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        os.environ.get("PYMACHINED_CGROUP_LAYOUT_SIMULATED") == "1",
-        reason="systemd-nspawn 252 finds the cgroup root through PID 1's cgroup, which lies outside the test's "
-        "cgroup namespace when tests/harness/isolate simulates the pure cgroup2 layout on this hybrid host",
-    ),
+    needs_nspawn,
 ]
 
 REGISTER_SELF = (

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
@@ -11,14 +10,11 @@ from typing import Any
 import pytest
 
 from harness.differential import Transcript, assert_same_as_252_booted
+from harness.markers import needs_nspawn
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        os.environ.get("PYMACHINED_CGROUP_LAYOUT_SIMULATED") == "1",
-        reason="systemd-nspawn 252 finds the cgroup root through PID 1's cgroup, which lies outside the test's "
-        "cgroup namespace when tests/harness/isolate simulates the pure cgroup2 layout on this hybrid host",
-    ),
+    needs_nspawn,
 ]
 
 MANAGER = ["org.freedesktop.machine1", "/org/freedesktop/machine1", "org.freedesktop.machine1.Manager"]

@@ -7,7 +7,6 @@ scenario runs with systemd-machined 252 as the daemon, and the client output mus
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -15,15 +14,12 @@ import pytest
 
 from harness.booted import booted_container
 from harness.differential import Transcript, _compare
+from harness.markers import needs_nspawn
 from harness.system import PYMACHINED, REFERENCE, Implementation, System, system, wait_for
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        os.environ.get("PYMACHINED_CGROUP_LAYOUT_SIMULATED") == "1",
-        reason="systemd-nspawn 252 finds the cgroup root through PID 1's cgroup, which lies outside the test's "
-        "cgroup namespace when tests/harness/isolate simulates the pure cgroup2 layout on this hybrid host",
-    ),
+    needs_nspawn,
 ]
 
 

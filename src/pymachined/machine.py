@@ -70,14 +70,14 @@ class Machine:
     uid: int = 0  # who registered it
     cgroup: str = ""  # the cgroup of its unit, when pymachined manages cgroups itself
     owns_cgroup: bool = False  # that cgroup was created by pymachined (CreateMachine, cgroupfs)
+    object_path: str = field(init=False, repr=False)  # the name never changes: escaped once
+
+    def __post_init__(self) -> None:
+        self.object_path = MACHINE_PATH_PREFIX + bus_label_escape(self.name)
 
     @property
     def is_host(self) -> bool:
         return self.name == HOST_MACHINE
-
-    @property
-    def object_path(self) -> str:
-        return MACHINE_PATH_PREFIX + bus_label_escape(self.name)
 
     @property
     def state(self) -> MachineState:

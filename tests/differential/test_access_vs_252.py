@@ -94,6 +94,11 @@ def test_copy_round_trip_and_errors(tmp_path: Path, private_users: bool) -> None
             shift = int(s.manager_call("GetMachineUIDShift", "s", "cp").stdout.split()[1])
             t.extra_patterns.append((re.compile(rf"\b{shift}\b"), "<shift>"))
             t.note("shifted", str(shift > 0))
+            # userdb names the container's UIDs (nss-systemd and userdbctl, our socket only)
+            only = ["env", "SYSTEMD_ONLY_USERDB=io.systemd.Machine"]
+            t.run(*only, "getent", "passwd", str(shift + 1000))
+            t.run(*only, "getent", "group", "vg-cp-5")
+            t.run(*only, "userdbctl", "--no-pager", "-N", "-s", "io.systemd.Machine", "user", "vu-cp-0")
             tree = host_tree(s.workdir)
             t.machinectl("copy-to", "cp", str(tree), "/tree")
             t.note("inside after copy-to", listing(root / "tree"))

@@ -66,6 +66,10 @@ def scenario(implementation: Implementation, workdir: Path) -> list[tuple[str, s
             ]
             for argv in CLIENTS:
                 t.run(*argv)
+            # give the container's end of the veth an address: nss-mymachines finds it through the daemon
+            ct.run("ip", "link", "set", "host0", "up")
+            ct.run("ip", "addr", "add", "192.0.2.77/24", "dev", "host0")
+            t.run("getent", "ahostsv4", "booted")
             t.run("ps", "-o", "machine=,comm=", "-p", str(leader))
             t.machinectl("status", "booted", "--no-pager", "--lines=0")
             t.machinectl("poweroff", "booted")
@@ -87,5 +91,6 @@ def test_clients_reach_the_container(tmp_path: Path) -> None:
     assert steps["hostnamectl -M booted hostname"].startswith("rc=0\n--- stdout\nbooted\n")
     assert "Started systemd-logind.service" in steps["journalctl -M booted -n 1 -o cat --no-pager -u systemd-logind"]
     assert steps["container powered off"] == "True"
+    assert "192.0.2.77" in steps["getent ahostsv4 booted"]
     ps = steps[next(k for k in steps if k.startswith("ps -o machine="))]
     assert ps.split("\n")[2].split() == ["booted", "systemd"]

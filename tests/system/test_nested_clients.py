@@ -101,6 +101,14 @@ def scenario(machined: str, workdir: Path) -> list[tuple[str, str]]:
             "TasksMax",
         )
         t.run("machinectl", "shell", "-q", "inner", "/bin/sh", "-c", "echo $((7+8))")
+        # systemd-run -t gets its PTY from the daemon's OpenMachinePTY (under script(1): it wants a terminal)
+        structure(
+            "systemd-run -M inner -t",
+            "script",
+            "-qec",
+            "systemd-run -M inner --wait -t /bin/sh -c 'echo via-pty'; echo rc=$?",
+            "/dev/null",
+        )
         t.run("machinectl", "reboot", "inner")
         wait_inside(
             ct,
@@ -127,3 +135,4 @@ def test_outer_systemd_clients(tmp_path: Path) -> None:
     assert "Control group /machine.slice/machine-inner.scope" in steps["systemd-cgls -M inner"]
     assert "init.scope" in steps["machinectl status inner"]
     assert "15" in steps["machinectl shell -q inner /bin/sh -c echo $((7+8))"]
+    assert "via-pty" in steps["systemd-run -M inner -t"] and "rc=N" in steps["systemd-run -M inner -t"]

@@ -85,6 +85,12 @@ def scenario(machined: str, workdir: Path) -> list[tuple[str, str]]:
         t.run("systemctl", "--recursive", "list-units", "--no-pager", "--no-legend", "--plain", "*logind*")
         structure("systemd-cgls -M inner", "systemd-cgls", "-M", "inner", "--no-pager")
         structure("machinectl status inner", "machinectl", "status", "inner", "--no-pager", "--lines=0")
+        structure("systemd-cgls /machine.slice", "systemd-cgls", "--no-pager", "/machine.slice")
+        processes = ct.run("ps", "-eo", "machine=,comm=").stdout.split("\n")
+        t.note(
+            "ps -eo machine,comm (the inner container's)",
+            "\n".join(sorted({line.strip() for line in processes if line.strip().startswith("inner")})),
+        )
         t.run(
             "systemctl",
             "show",
@@ -102,13 +108,20 @@ def scenario(machined: str, workdir: Path) -> list[tuple[str, str]]:
         )
         t.run("machinectl", "shell", "-q", "inner", "/bin/sh", "-c", "echo $((7+8))")
         # systemd-run -t gets its PTY from the daemon's OpenMachinePTY (under script(1): it wants a terminal)
-        structure(
-            "systemd-run -M inner -t",
+        run_t = ct.run(
             "script",
             "-qec",
             "systemd-run -M inner --wait -t /bin/sh -c 'echo via-pty'; echo rc=$?",
             "/dev/null",
+            timeout=30,
         )
+        # the banner lines reach script(1) or not, depending on timing: keep output, result, exit status
+        kept = [
+            line.strip("\0\r^@")
+            for line in run_t.stdout.splitlines()
+            if "via-pty" in line or line.startswith(("Finished with result", "rc="))
+        ]
+        t.note("systemd-run -M inner -t", "\n".join(kept))
         t.run("machinectl", "reboot", "inner")
         wait_inside(
             ct,
@@ -134,5 +147,7 @@ def test_outer_systemd_clients(tmp_path: Path) -> None:
     )
     assert "Control group /machine.slice/machine-inner.scope" in steps["systemd-cgls -M inner"]
     assert "init.scope" in steps["machinectl status inner"]
+    assert "machine-inner.scope" in steps["systemd-cgls /machine.slice"]
+    assert "systemd-logind" in steps["ps -eo machine,comm (the inner container's)"]
     assert "15" in steps["machinectl shell -q inner /bin/sh -c echo $((7+8))"]
-    assert "via-pty" in steps["systemd-run -M inner -t"] and "rc=N" in steps["systemd-run -M inner -t"]
+    assert steps["systemd-run -M inner -t"] == "via-pty\nFinished with result: success\nrc=0"

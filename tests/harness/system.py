@@ -164,13 +164,20 @@ class System:
         wait_for(lambda: not self._name_owned(), f"{BUS_NAME} to be released")
         return self.daemon.returncode
 
-    def start_polkit(self) -> None:
-        """A real polkitd on the test bus, reading pymachined's actions (and rules in the namespace)."""
-        actions = Path("/run/pymachined-test-polkit/actions")
-        actions.mkdir(parents=True, exist_ok=True)
+    def start_polkit(self, rules: str = "") -> None:
+        """A real polkitd on the test bus, reading pymachined's actions and only the given rules (JavaScript)."""
+        base = Path("/run/pymachined-test-polkit")
+        actions, rules_dir = base / "actions", base / "rules.d"
+        for directory in (actions, rules_dir):  # emptied in place: they may be bind-mounted already
+            directory.mkdir(parents=True, exist_ok=True)
+            for entry in directory.iterdir():
+                entry.unlink()
         shutil.copy(REPO / "data/polkit-1/actions/org.freedesktop.machine1.policy", actions)
-        if not os.path.ismount("/usr/share/polkit-1/actions"):
-            subprocess.run(["mount", "-n", "--bind", str(actions), "/usr/share/polkit-1/actions"], check=True)
+        if rules:
+            (rules_dir / "50-test.rules").write_text(rules)
+        for private, public in ((actions, "/usr/share/polkit-1/actions"), (rules_dir, "/etc/polkit-1/rules.d")):
+            if not os.path.ismount(public):
+                subprocess.run(["mount", "-n", "--bind", str(private), public], check=True)
         self.polkit = subprocess.Popen(
             ["/usr/lib/polkit-1/polkitd", "--no-debug"],
             env=self.env(),
@@ -178,6 +185,12 @@ class System:
             stdout=subprocess.DEVNULL,
         )
         wait_for(lambda: self._has_owner("org.freedesktop.PolicyKit1"), "polkitd", process=self.polkit)
+
+    def stop_polkit(self) -> None:
+        if self.polkit is not None and self.polkit.poll() is None:
+            self.polkit.terminate()
+            self.polkit.wait()
+        wait_for(lambda: not self._has_owner("org.freedesktop.PolicyKit1"), "polkitd to leave the bus")
 
     def _has_owner(self, name: str) -> bool:
         result = self.run(
@@ -339,8 +352,9 @@ class System:
         if self.polkit is not None and self.polkit.poll() is None:
             self.polkit.terminate()
             self.polkit.wait()
-        if os.path.ismount("/usr/share/polkit-1/actions"):
-            subprocess.run(["umount", "-n", "/usr/share/polkit-1/actions"], check=False)
+        for public in ("/usr/share/polkit-1/actions", "/etc/polkit-1/rules.d"):
+            if os.path.ismount(public):
+                subprocess.run(["umount", "-n", public], check=False)
         if self.bus is not None and self.bus.poll() is None:
             self.bus.terminate()
             self.bus.wait()

@@ -364,8 +364,7 @@ class Dispatcher:
         if value.signature != prop.type:
             raise BusReplyError(
                 f"{DBUS_ERROR}.InvalidArgs",
-                f"Incorrect parameters for property '{prop.name}', "
-                f"expected '{prop.type}', got '{value.signature}'.",
+                f"Incorrect parameters for property '{prop.name}', expected '{prop.type}', got '{value.signature}'.",
             )
         if prop.privileged:
             creds = await call.credentials()

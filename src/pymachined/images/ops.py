@@ -78,12 +78,7 @@ def remove(image: Image) -> None:
     try:
         with image_path_lock(image.path, exclusive=True):
             if image.type is ImageType.SUBVOLUME:
-                try:
-                    os.unlink(image.path)
-                except IsADirectoryError:
-                    btrfs.delete_subvolume(image.path)
-                except PermissionError:
-                    btrfs.delete_subvolume(image.path)
+                btrfs.delete_subvolume(image.path)  # recursively, with the qgroups (252's REMOVE_QUOTA)
             elif image.type is ImageType.DIRECTORY:
                 if os.path.islink(image.path):
                     os.unlink(image.path)
@@ -162,9 +157,11 @@ def _clone_tree(image: Image, target: str, read_only: bool, cancelled: Cancelled
     if image.type is ImageType.SUBVOLUME and on_btrfs:
         btrfs.snapshot(image.path, target, read_only)
         return
-    if not (on_btrfs and btrfs.create_subvolume(target)):
-        os.mkdir(target, 0o755)
     subvolume = on_btrfs
+    if on_btrfs:
+        btrfs.create_subvolume(target)
+    else:
+        os.mkdir(target, 0o755)
     source_fd = os.open(image.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         pool_fd = os.open(pool, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -237,7 +234,12 @@ def clone(
             if find(new_name, search_paths) is not None:
                 raise from_errno(errno.EEXIST)
             if image.type in (ImageType.DIRECTORY, ImageType.SUBVOLUME):
-                _clone_tree(image, os.path.join(pool, new_name), read_only, cancelled)
+                target = os.path.join(pool, new_name)
+                _clone_tree(image, target, read_only, cancelled)
+                try:  # a subtree qgroup for the copy (252; nothing where quota is off or not btrfs)
+                    btrfs.auto_qgroup_path(target)
+                except OSError:
+                    pass
             elif image.type is ImageType.RAW:
                 _clone_raw(image, os.path.join(pool, f"{new_name}.raw"), read_only, cancelled)
             else:
@@ -290,13 +292,28 @@ def set_limit(image: Image, limit: int) -> None:
     if image.type is not ImageType.SUBVOLUME:
         raise from_errno(errno.EOPNOTSUPP)
     try:
-        btrfs.set_qgroup_limit(image.path, limit)
+        fd = os.open(image.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW)
     except OSError as exc:
         raise _errno_of(exc) from None
+    try:
+        # the subvolume's own qgroup (errors ignored), a subtree qgroup (errors ignored), then its limit
+        try:
+            btrfs.set_limit(fd, 0, limit)
+        except OSError:
+            pass
+        try:
+            btrfs.auto_qgroup(fd, 0, True)
+        except OSError:
+            pass
+        btrfs.set_subtree_limit(fd, limit)
+    except OSError as exc:
+        raise _errno_of(exc) from None
+    finally:
+        os.close(fd)
 
 
-def set_pool_limit(limit: int, pool: str = str(POOL_PATH)) -> None:
-    """SetPoolLimit after the range check: quota on a btrfs pool, NotSupported anywhere else."""
+def _setup_pool(pool: str) -> None:
+    """setup_machine_directory(): on btrfs make the pool a subvolume, enable quota, give it a subtree qgroup."""
     probe = pool if os.path.exists(pool) else os.path.dirname(pool)
     try:
         on_btrfs = fsinfo.fs_type_of(probe) == fsinfo.BTRFS_SUPER_MAGIC
@@ -305,14 +322,45 @@ def set_pool_limit(limit: int, pool: str = str(POOL_PATH)) -> None:
             exc.errno or errno.EIO, f"Failed to determine whether {pool} is located on btrfs: %m"
         ) from None
     if not on_btrfs:
-        if not os.path.exists(pool):
-            raise from_errno(errno.ENOENT, "Failed to adjust quota limit: %m")
-        raise not_supported("Quota is only supported on btrfs.")
+        return
+    if not os.path.exists(pool):
+        try:
+            btrfs.create_subvolume(pool)
+        except OSError:
+            pass
     try:
-        btrfs.enable_quota(pool)
-        btrfs.set_qgroup_limit(pool, limit)
+        fd = os.open(pool, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        for step in (btrfs.enable_quota, lambda f: btrfs.auto_qgroup(f, 0, True)):
+            try:  # 252 logs a warning and goes on
+                step(fd)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+
+
+def set_pool_limit(limit: int, pool: str = str(POOL_PATH)) -> None:
+    """SetPoolLimit after the range check: set up the pool, then its qgroup's and its subtree qgroup's limit."""
+    _setup_pool(pool)
+    try:
+        fd = os.open(pool, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW)
     except OSError as exc:
         raise from_errno(exc.errno or errno.EIO, "Failed to adjust quota limit: %m") from None
+    try:
+        try:
+            btrfs.set_limit(fd, 0, limit)
+        except OSError:
+            pass
+        btrfs.set_subtree_limit(fd, limit)
+    except OSError as exc:
+        if exc.errno == errno.ENOTTY:
+            raise not_supported("Quota is only supported on btrfs.") from None
+        raise from_errno(exc.errno or errno.EIO, "Failed to adjust quota limit: %m") from None
+    finally:
+        os.close(fd)
 
 
 def clean_pool(mode: str, search_paths: Sequence[str] = SEARCH_PATHS) -> list[tuple[str, int]]:

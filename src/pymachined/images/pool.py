@@ -11,7 +11,7 @@ _BTRFS_SUPER_MAGIC: Final = 0x9123683E
 
 
 def _pool_quota() -> tuple[int, int, int, int] | None:
-    from .btrfs import subvolume_quota
+    from .btrfs import pool_quota
     from .fsinfo import fs_type_of
 
     try:
@@ -19,11 +19,11 @@ def _pool_quota() -> tuple[int, int, int, int] | None:
             return None
     except OSError:
         return None
-    return subvolume_quota(str(POOL_PATH))
+    return pool_quota(str(POOL_PATH))
 
 
 def pool_usage() -> int:
-    """Bytes the pool references (btrfs quota); UINT64_MAX where no quota tells (as 252 on ext4, tmpfs)."""
+    """Bytes the pool's subtree qgroup references; UINT64_MAX where no quota tells (as 252 on ext4, tmpfs)."""
     quota = _pool_quota()
     return UINT64_MAX if quota is None else quota[0]
 

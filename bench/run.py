@@ -36,6 +36,7 @@ from client import (  # noqa: E402
     timed_calls,
     unregister,
 )
+from clone import clone_table  # noqa: E402
 from dbus_fast import Message, MessageType  # noqa: E402
 from dbus_fast.aio import MessageBus  # noqa: E402
 
@@ -667,6 +668,7 @@ def main() -> int:
         workdir = Path(tmp)
         asyncio.run(run_main(cfg, res, workdir))
         netns_sizes = asyncio.run(run_netns(cfg, res, workdir))
+        clones = clone_table(workdir, size_mib=64 if args.quick else 1024, reps=1 if args.quick else 3)
     if cfg.netns_sizes and netns_sizes and netns_sizes[-1] != cfg.netns_sizes[-1]:
         res.notes.append(f"machinectl list measured with up to {netns_sizes[-1]} network namespaces")
     elapsed = time.perf_counter() - t_start
@@ -675,7 +677,7 @@ def main() -> int:
         f"- machinectl list: {', '.join(map(str, netns_sizes))} machines, each leader `unshare --net sleep` "
         "with a veth end `host0` carrying a 10.x.y.2/24 address"
     )
-    text = report(res, cfg, header, netns_sizes)
+    text = report(res, cfg, header, netns_sizes) + "\n" + clones + "\n"
     print(text)
     args.output.write_text(text)
     return 0

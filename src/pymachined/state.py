@@ -116,6 +116,7 @@ class StateDirectory:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._dir = str(path)  # string paths: this is on every registration's path
 
     def ensure(self) -> None:
         self.path.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -123,13 +124,17 @@ class StateDirectory:
     def save(self, machine: Machine) -> None:
         """Write the state file atomically (hidden temp file + rename), then the unit link."""
         data = serialize(machine).encode("utf-8", "surrogateescape")
-        fd, tmp = tempfile.mkstemp(prefix=f".#{machine.name}", dir=self.path)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".#{machine.name}", dir=self._dir)
+        except FileNotFoundError:  # removed behind our back: 252 recreates it before every save
+            self.ensure()
+            fd, tmp = tempfile.mkstemp(prefix=f".#{machine.name}", dir=self._dir)
         try:
             os.fchmod(fd, 0o644)
             os.write(fd, data)
             os.close(fd)
             fd = -1
-            os.rename(tmp, self.path / machine.name)
+            os.rename(tmp, f"{self._dir}/{machine.name}")
         except BaseException:
             if fd >= 0:
                 os.close(fd)
@@ -140,7 +145,7 @@ class StateDirectory:
             raise
         if machine.unit:
             try:
-                os.symlink(machine.name, self.path / (UNIT_LINK_PREFIX + machine.unit))
+                os.symlink(machine.name, f"{self._dir}/{UNIT_LINK_PREFIX}{machine.unit}")
             except FileExistsError:
                 pass
 
@@ -151,7 +156,7 @@ class StateDirectory:
             names.append(UNIT_LINK_PREFIX + machine.unit)
         for name in names:
             try:
-                os.unlink(self.path / name)
+                os.unlink(f"{self._dir}/{name}")
             except FileNotFoundError:
                 pass
 

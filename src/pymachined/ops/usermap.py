@@ -54,6 +54,9 @@ def userns_id(pid: int) -> int:
         return 0
 
 
+OWN_USERNS: Final = userns_id(os.getpid())
+
+
 def _noun(kind: Kind) -> str:
     return "user" if kind == "uid" else "group"
 
@@ -104,11 +107,16 @@ class IdMapIndex:
         self.remove(machine)
         if machine.machine_class is not MachineClass.CONTAINER or machine.leader <= 0:
             return
+        namespace = userns_id(machine.leader)
+        if namespace == OWN_USERNS:
+            # our own user namespace: the identity map, whose lines (outside base 0) are never indexed
+            self._userns[machine.name] = namespace
+            return
         try:
             lines = read_map(machine.leader, self.kind) or []
         except OSError:
             return
-        self._userns[machine.name] = userns_id(machine.leader)
+        self._userns[machine.name] = namespace
         if not lines:
             self._pending[machine.name] = machine
         for line in lines:

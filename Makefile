@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 APT_PACKAGES := dbus-daemon dbus-bin libglib2.0-bin systemd-container libnss-mymachines libnss-systemd \
-	systemd-userdbd busybox-static util-linux procps iproute2 mmdebstrap polkitd btrfs-progs e2fsprogs xfsprogs
+	systemd-userdbd busybox-static util-linux procps iproute2 mmdebstrap polkitd btrfs-progs e2fsprogs xfsprogs acl
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PIP := $(VENV)/.pip-stamp
 

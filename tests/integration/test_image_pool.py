@@ -236,3 +236,46 @@ def test_operations_limit(machined: System) -> None:
     assert clean == ["org.freedesktop.DBus.Error.LimitsExceeded", "Too many ongoing operations."]
     wait_for(lambda: not clone_dirs(), "the cancelled clones to go", timeout=30)
     assert_healthy(machined)
+
+
+def test_clone_preserves_everything(machined: System) -> None:
+    """Owners, modes, times, hard links, device nodes, ACLs, file capabilities, trusted.* attributes."""
+    image = Path("/var/lib/machines/full")
+    (image / "etc").mkdir(parents=True)
+    data = image / "etc/data"
+    data.write_text("content\n")
+    os.chown(data, 1234, 2345)
+    os.chmod(data, 0o4751)
+    os.utime(data, (1_600_000_000, 1_600_000_000))
+    os.link(data, image / "etc/twin")
+    os.mknod(image / "null", 0o666 | 0o020000, os.makedev(1, 3))
+    subprocess.run(["setfacl", "-m", "u:4321:rw", str(image / "etc")], check=True)
+    subprocess.run(["setfacl", "-d", "-m", "g:777:r", str(image / "etc")], check=True)
+    subprocess.run(["setcap", "cap_net_raw+ep", str(image / "etc/data")], check=True)
+    os.setxattr(image / "etc", "trusted.note", b"kept")
+    os.setxattr(data, "user.label", b"u")
+    result = machined.manager_call("CloneImage", "ssb", "full", "copy", "false")
+    assert result.returncode == 0, result.output
+    clone = Path("/var/lib/machines/copy")
+
+    def facts(root: Path) -> list[str]:
+        out = []
+        for path in sorted(root.rglob("*")):
+            st = os.lstat(path)
+            xattrs = sorted(
+                (n, os.getxattr(path, n, follow_symlinks=False)) for n in os.listxattr(path, follow_symlinks=False)
+            )
+            out.append(
+                f"{path.relative_to(root)} {st.st_mode:o} {st.st_uid}:{st.st_gid} {st.st_nlink} "
+                f"{st.st_rdev} {st.st_mtime_ns if not path.is_dir() else ''} {xattrs}"
+            )
+        return out
+
+    assert facts(clone) == facts(image)
+    assert (
+        "user:4321:rw-" in subprocess.run(["getfacl", "-p", str(clone / "etc")], capture_output=True, text=True).stdout
+    )
+    assert (
+        "cap_net_raw=ep" in subprocess.run(["getcap", str(clone / "etc/data")], capture_output=True, text=True).stdout
+    )
+    assert os.stat(clone / "etc/data").st_ino == os.stat(clone / "etc/twin").st_ino

@@ -166,7 +166,10 @@ def _clone_tree(image: Image, target: str, read_only: bool, cancelled: Cancelled
     try:
         pool_fd = os.open(pool, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            err = copy_tree_at(source_fd, ".", pool_fd, os.path.basename(target), None, False, cancelled)
+            # an image clone keeps everything: ACLs, file capabilities and security labels too
+            err = copy_tree_at(
+                source_fd, ".", pool_fd, os.path.basename(target), None, False, cancelled, all_xattrs=True
+            )
         finally:
             os.close(pool_fd)
     finally:

@@ -139,17 +139,20 @@ def copy_tree_at(
     owner: int | None,
     replace: bool,
     cancelled: Callable[[], bool] | None = None,
+    all_xattrs: bool = False,
 ) -> int:
     """Copy one entry (a whole tree for a directory) as 252's copy_tree_at() with REFLINK|MERGE|HARDLINKS.
 
-    `owner` overrides UID and GID of everything created (None keeps the source's). Returns 0 or the errno
-    252 would report: the last failure met, the walk going on past failures as 252's does.
+    `owner` overrides UID and GID of everything created (None keeps the source's). `all_xattrs` copies
+    every extended attribute (ACLs, capabilities, SELinux labels: image clones), not only `user.*`.
+    Returns 0 or the errno 252 would report: the last failure met, the walk going on past failures.
     """
     try:
         st = os.stat(source_name, dir_fd=source_dir_fd, follow_symlinks=False)
     except OSError as exc:
         return exc.errno or errno.EIO
-    return _TreeCopy(owner, replace, target_dir_fd, cancelled).run(source_dir_fd, source_name, st, target_name)
+    copier = _TreeCopy(owner, replace, target_dir_fd, cancelled, all_xattrs)
+    return copier.run(source_dir_fd, source_name, st, target_name)
 
 
 def copy_file_data(src_fd: int, dst_fd: int) -> None:
@@ -203,6 +206,7 @@ class _TreeCopy:
     replace: bool
     base_fd: int  # the top target's parent, where hardlink paths start
     cancelled: Callable[[], bool] | None = None  # polled per entry: ECANCELED once it says so
+    all_xattrs: bool = False
     hardlinks: dict[tuple[int, int], tuple[str, ...]] = field(default_factory=dict)
     stack: list[_Directory] = field(default_factory=list)
 
@@ -300,7 +304,7 @@ class _TreeCopy:
                     os.fchmod(directory.target_fd, st.st_mode & 0o7777)
                 except OSError as exc:
                     r = exc.errno or errno.EIO
-                _copy_user_xattrs(directory.source_fd, directory.target_fd)
+                _copy_xattrs(directory.source_fd, directory.target_fd, self.all_xattrs)
                 try:
                     os.utime(directory.target_fd, ns=(st.st_atime_ns, st.st_mtime_ns))
                 except OSError:
@@ -366,7 +370,7 @@ class _TreeCopy:
                 os.utime(target_fd, ns=(st.st_atime_ns, st.st_mtime_ns))
             except OSError:
                 pass
-            _copy_user_xattrs(source_fd, target_fd)
+            _copy_xattrs(source_fd, target_fd, self.all_xattrs)
             try:
                 os.close(target_fd)
             except OSError as exc:
@@ -474,14 +478,14 @@ def _unlink_quietly(dir_fd: int, name: str) -> None:
         pass
 
 
-def _copy_user_xattrs(source_fd: int, target_fd: int) -> None:
-    """Only `user.*` attributes, as 252 copies without COPY_ALL_XATTRS; failures are ignored as there."""
+def _copy_xattrs(source_fd: int, target_fd: int, all_xattrs: bool) -> None:
+    """`user.*` attributes (as 252 copies without COPY_ALL_XATTRS), or all of them; failures are ignored."""
     try:
         names = os.listxattr(source_fd)
     except OSError:
         return
     for name in names:
-        if not name.startswith("user."):
+        if not all_xattrs and not name.startswith("user."):
             continue
         try:
             value = os.getxattr(source_fd, name)

@@ -311,6 +311,8 @@ class Lifecycle:
 
     async def reload(self) -> list[Machine]:
         """Load the state files, drop what reality contradicts, start the rest (MachineNew each)."""
+        for name in self.registry.state.remove_stale_temporaries():
+            log.info("Removed %s, a state file a previous instance did not finish writing", name)
         loaded = self.registry.load_state()
         started: list[Machine] = []
         for machine in loaded:

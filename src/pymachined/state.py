@@ -160,6 +160,22 @@ class StateDirectory:
             except FileNotFoundError:
                 pass
 
+    def remove_stale_temporaries(self) -> list[str]:
+        """Hidden temporary files a killed daemon left between write and rename (nobody reads them)."""
+        removed: list[str] = []
+        try:
+            entries = list(os.scandir(self._dir))
+        except FileNotFoundError:
+            return removed
+        for entry in entries:
+            if entry.name.startswith(".#") and entry.is_file(follow_symlinks=False):
+                try:
+                    os.unlink(entry.path)
+                    removed.append(entry.name)
+                except FileNotFoundError:
+                    pass
+        return removed
+
     def names(self) -> list[str]:
         """Machine names of the state files present (valid names only)."""
         found: list[str] = []

@@ -9,13 +9,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from dbus_fast import BusType, Message, MessageType
-from dbus_fast.aio import MessageBus
+from dbus_fast import MessageType
 
+from harness.client import connect, manager_call
 from harness.differential import Transcript, assert_same_as_252
 from harness.markers import needs_nspawn
 from harness.rootfs import busybox_root
-from harness.system import BUS_ADDRESS, STATE_DIR, System, wait_for
+from harness.system import STATE_DIR, System, wait_for
 
 pytestmark = needs_nspawn
 
@@ -167,17 +167,8 @@ def test_bind_mount_errors(tmp_path: Path) -> None:
 
 
 async def pty_round_trip(name: str, leader: int) -> str:
-    bus = await MessageBus(bus_address=BUS_ADDRESS, bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
-    reply = await bus.call(
-        Message(
-            destination="org.freedesktop.machine1",
-            path="/org/freedesktop/machine1",
-            interface="org.freedesktop.machine1.Manager",
-            member="OpenMachinePTY",
-            signature="s",
-            body=[name],
-        )
-    )
+    bus = await connect(unix_fds=True)
+    reply = await bus.call(manager_call("OpenMachinePTY", "s", [name]))
     bus.disconnect()
     assert reply is not None
     if reply.message_type is MessageType.ERROR:

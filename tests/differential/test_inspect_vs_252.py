@@ -7,12 +7,12 @@ import os
 import subprocess
 from pathlib import Path
 
-from dbus_fast import BusType, Message, MessageType
-from dbus_fast.aio import MessageBus
+from dbus_fast import MessageType
 
+from harness.client import connect, manager_call
 from harness.differential import Transcript, assert_same_as_252
 from harness.rootfs import busybox_root
-from harness.system import BUS_ADDRESS, System, wait_for
+from harness.system import System, wait_for
 
 
 def test_uid_shift_and_mapping(tmp_path: Path) -> None:
@@ -77,17 +77,8 @@ def test_uid_shift_and_mapping(tmp_path: Path) -> None:
 
 
 async def open_root(name: str) -> tuple[str, list[str]]:
-    bus = await MessageBus(bus_address=BUS_ADDRESS, bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
-    reply = await bus.call(
-        Message(
-            destination="org.freedesktop.machine1",
-            path="/org/freedesktop/machine1",
-            interface="org.freedesktop.machine1.Manager",
-            member="OpenMachineRootDirectory",
-            signature="s",
-            body=[name],
-        )
-    )
+    bus = await connect(unix_fds=True)
+    reply = await bus.call(manager_call("OpenMachineRootDirectory", "s", [name]))
     bus.disconnect()
     assert reply is not None
     if reply.message_type is MessageType.ERROR:

@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from dbus_fast import BusType, Message, MessageType
-from dbus_fast.aio import MessageBus
+from dbus_fast import Message, MessageType
 
+from harness.client import add_match, connect, manager_call
 from harness.differential import Transcript, assert_same_as_252
-from harness.system import BUS_ADDRESS, System
+from harness.system import System
 
 MATCH = "type='signal',sender='org.freedesktop.machine1',interface='org.freedesktop.machine1.Manager'"
 
 
 async def sequence_of(calls: list[Message]) -> list[str]:
     """Send each call; record signals and replies in the order they arrive."""
-    bus = await MessageBus(bus_address=BUS_ADDRESS, bus_type=BusType.SYSTEM).connect()
+    bus = await connect()
     seen: list[str] = []
 
     def on_message(msg: Message) -> None:
@@ -24,16 +24,7 @@ async def sequence_of(calls: list[Message]) -> list[str]:
             seen.append(f"signal {msg.member} {msg.body[0]} {msg.body[1]}")
 
     bus.add_message_handler(on_message)
-    await bus.call(
-        Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member="AddMatch",
-            signature="s",
-            body=[MATCH],
-        )
-    )
+    await add_match(bus, MATCH)
     for call in calls:
         reply = await bus.call(call)
         assert reply is not None
@@ -42,17 +33,6 @@ async def sequence_of(calls: list[Message]) -> list[str]:
     await asyncio.sleep(0.2)  # a late signal would show up after the replies
     bus.disconnect()
     return seen
-
-
-def manager_call(member: str, signature: str, body: list[object]) -> Message:
-    return Message(
-        destination="org.freedesktop.machine1",
-        path="/org/freedesktop/machine1",
-        interface="org.freedesktop.machine1.Manager",
-        member=member,
-        signature=signature,
-        body=body,
-    )
 
 
 def test_signals_come_before_replies(tmp_path: Path) -> None:
@@ -84,21 +64,12 @@ def test_restart_announces_reloaded_machines(tmp_path: Path) -> None:
         s.register("foo", foo)
 
         async def watch_restart() -> list[str]:
-            bus = await MessageBus(bus_address=BUS_ADDRESS, bus_type=BusType.SYSTEM).connect()
+            bus = await connect()
             seen: list[str] = []
             bus.add_message_handler(
                 lambda m: seen.append(f"{m.member} {m.body}") if m.member in ("MachineNew", "MachineRemoved") else None
             )
-            await bus.call(
-                Message(
-                    destination="org.freedesktop.DBus",
-                    path="/org/freedesktop/DBus",
-                    interface="org.freedesktop.DBus",
-                    member="AddMatch",
-                    signature="s",
-                    body=[MATCH],
-                )
-            )
+            await add_match(bus, MATCH)
             await asyncio.to_thread(s.restart_daemon)
             await asyncio.sleep(0.3)
             bus.disconnect()

@@ -14,25 +14,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dbus_fast import BusType, Message, MessageType
-from dbus_fast.aio import MessageBus
+from dbus_fast import Message, MessageType
 
-from harness.system import BUS_ADDRESS, System, wait_for
+from harness.client import connect, manager_call
+from harness.system import System, wait_for
 
 POOL = Path("/var/lib/machines")
 ROOT_X86_64 = uuid.UUID("4f68bce3-e8cd-4db1-96e7-fbcaf984b709")
 SECTOR = 512
-
-
-def manager_call(member: str, signature: str, body: list[object]) -> Message:
-    return Message(
-        destination="org.freedesktop.machine1",
-        path="/org/freedesktop/machine1",
-        interface="org.freedesktop.machine1.Manager",
-        member=member,
-        signature=signature,
-        body=body,
-    )
 
 
 def big_tree(root: Path, files: int = 20000) -> None:
@@ -63,7 +52,7 @@ def test_disconnect_mid_clone_leaves_no_partial_image(machined: System) -> None:
     big_tree(POOL / "big")
 
     async def clone_and_leave() -> None:
-        bus = await MessageBus(bus_address=BUS_ADDRESS, bus_type=BusType.SYSTEM).connect()
+        bus = await connect()
         await bus.send(manager_call("CloneImage", "ssb", ["big", "copy", False]))
         await asyncio.to_thread(wait_for, lambda: (POOL / "copy/data").exists(), "the clone to start")
         bus.disconnect()
@@ -214,11 +203,11 @@ def test_operations_limit(machined: System) -> None:
     big_tree(POOL / "big", files=6000)
 
     async def flood() -> tuple[Message, list[str]]:
-        first = await MessageBus(bus_address=BUS_ADDRESS, bus_type=BusType.SYSTEM).connect()
+        first = await connect()
         for i in range(64):
             await first.send(manager_call("CloneImage", "ssb", ["big", f"copy{i}", False]))
         await asyncio.sleep(0.3)
-        second = await MessageBus(bus_address=BUS_ADDRESS, bus_type=BusType.SYSTEM).connect()
+        second = await connect()
         refused = await second.call(manager_call("CloneImage", "ssb", ["big", "copy64", False]))
         also = await second.call(manager_call("CleanPool", "s", ["hidden"]))
         assert refused is not None and also is not None

@@ -9,12 +9,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from dbus_fast import BusType, Message, MessageType, Variant
-from dbus_fast.aio import MessageBus
+from dbus_fast import Message, MessageType, Variant
 
+from harness.client import add_match, connect, manager_call
 from harness.markers import needs_nspawn
 from harness.rootfs import busybox_root
-from harness.system import BUS_ADDRESS, STATE_DIR, System, cgroup_root, wait_for
+from harness.system import STATE_DIR, System, cgroup_root, wait_for
 
 MACHINE = "/org/freedesktop/machine1/machine"
 
@@ -215,7 +215,7 @@ def test_kill_and_terminate_errors(machined: System) -> None:
 
 
 async def watch_removal(trigger, timeout: float = 5.0) -> tuple[list[str], float]:  # type: ignore[no-untyped-def]
-    bus = await MessageBus(bus_address=BUS_ADDRESS, bus_type=BusType.SYSTEM).connect()
+    bus = await connect()
     seen: list[str] = []
     arrived = asyncio.Event()
 
@@ -225,16 +225,7 @@ async def watch_removal(trigger, timeout: float = 5.0) -> tuple[list[str], float
             arrived.set()
 
     bus.add_message_handler(on_message)
-    await bus.call(
-        Message(
-            destination="org.freedesktop.DBus",
-            path="/org/freedesktop/DBus",
-            interface="org.freedesktop.DBus",
-            member="AddMatch",
-            signature="s",
-            body=["type='signal',interface='org.freedesktop.machine1.Manager',member='MachineRemoved'"],
-        )
-    )
+    await add_match(bus, "type='signal',interface='org.freedesktop.machine1.Manager',member='MachineRemoved'")
     start = time.monotonic()
     trigger()
     await asyncio.wait_for(arrived.wait(), timeout)
@@ -329,23 +320,13 @@ def test_reconcile_on_start(machined: System) -> None:
 async def register_ex(
     properties: list[list[object]], fds: list[int] | None = None, member: str = "RegisterMachineEx"
 ) -> Message:
-    bus = await MessageBus(bus_address=BUS_ADDRESS, bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
+    bus = await connect(unix_fds=True)
     body: list[object] = ["exm", properties]
     signature = "sa(sv)"
     if member == "CreateMachineEx":
         body.append([])
         signature = "sa(sv)a(sv)"
-    reply = await bus.call(
-        Message(
-            destination="org.freedesktop.machine1",
-            path="/org/freedesktop/machine1",
-            interface="org.freedesktop.machine1.Manager",
-            member=member,
-            signature=signature,
-            body=body,
-            unix_fds=fds or [],
-        )
-    )
+    reply = await bus.call(manager_call(member, signature, body, fds or []))
     bus.disconnect()
     assert reply is not None
     return reply

@@ -9,22 +9,11 @@ import signal
 import time
 from pathlib import Path
 
-from dbus_fast import BusType, Message, MessageType
-from dbus_fast.aio import MessageBus
+from dbus_fast import MessageType
 
-from harness.system import BUS_ADDRESS, STATE_DIR, System, wait_for
+from harness.client import connect, manager_call
+from harness.system import STATE_DIR, System, wait_for
 from pymachined.state import parse_env
-
-
-def manager(member: str, signature: str, body: list[object]) -> Message:
-    return Message(
-        destination="org.freedesktop.machine1",
-        path="/org/freedesktop/machine1",
-        interface="org.freedesktop.machine1.Manager",
-        member=member,
-        signature=signature,
-        body=body,
-    )
 
 
 async def storm(leaders: list[int], rounds: int, clients: int) -> list[str]:
@@ -32,16 +21,18 @@ async def storm(leaders: list[int], rounds: int, clients: int) -> list[str]:
     errors: list[str] = []
 
     async def client(index: int) -> None:
-        bus = await MessageBus(bus_address=BUS_ADDRESS, bus_type=BusType.SYSTEM).connect()
+        bus = await connect()
         try:
             mine = leaders[index::clients]
             for _ in range(rounds):
                 for n, pid in enumerate(mine):
                     name = f"m{index}-{n}"
-                    reply = await bus.call(manager("RegisterMachine", "sayssus", [name, b"", "", "container", pid, ""]))
+                    reply = await bus.call(
+                        manager_call("RegisterMachine", "sayssus", [name, b"", "", "container", pid, ""])
+                    )
                     if reply is None or reply.message_type is MessageType.ERROR:
                         errors.append(f"register {name}: {reply.body if reply else 'no reply'}")
-                    reply = await bus.call(manager("UnregisterMachine", "s", [name]))
+                    reply = await bus.call(manager_call("UnregisterMachine", "s", [name]))
                     if reply is None or reply.message_type is MessageType.ERROR:
                         errors.append(f"unregister {name}: {reply.body if reply else 'no reply'}")
         except Exception as exc:  # the daemon may be killed under us
@@ -80,9 +71,9 @@ def test_concurrent_clients_lose_and_duplicate_nothing(machined: System) -> None
     # and the same clients leaving their machines registered: one each, nothing lost
     async def register_all() -> None:
         # all at once, over two connections (dbus-daemon allows 128 pending replies per connection)
-        buses = [await MessageBus(bus_address=BUS_ADDRESS, bus_type=BusType.SYSTEM).connect() for _ in range(2)]
+        buses = [await connect() for _ in range(2)]
         calls = [
-            buses[i % 2].call(manager("RegisterMachine", "sayssus", [f"keep{i}", b"", "", "container", pid, ""]))
+            buses[i % 2].call(manager_call("RegisterMachine", "sayssus", [f"keep{i}", b"", "", "container", pid, ""]))
             for i, pid in enumerate(leaders)
         ]
         replies = await asyncio.gather(*calls)

@@ -71,7 +71,9 @@ class PidRef:
 
     @classmethod
     def pin(cls, pid: int) -> PidRef:
-        """Pin `pid`; ESRCH if it does not exist."""
+        """Pin `pid`; ESRCH if it does not exist (or cannot be a PID: a D-Bus u reaches 2^32-1)."""
+        if not 0 < pid < 2**31:
+            raise OSError(errno.ESRCH, os.strerror(errno.ESRCH))
         fd = os.pidfd_open(pid)
         return cls(pid, fd, pidfd_id(fd))
 

@@ -72,3 +72,13 @@ def test_scope_properties_parse_and_refuse() -> None:
     )
     with pytest.raises(MachineError):
         _parse_properties(m, [("Slice", "s", "not-a-slice")])
+
+
+@pytest.mark.parametrize("pid", [0, -1, 2**31, 2**32 - 1])
+def test_pin_refuses_what_cannot_be_a_pid(pid: int) -> None:
+    """Found by fuzzing: CreateMachine with leader 2^31 reached pidfd_open, which raised OverflowError."""
+    from pymachined.leader import PidRef
+
+    with pytest.raises(OSError) as info:
+        PidRef.pin(pid)
+    assert info.value.errno == 3  # ESRCH

@@ -11,6 +11,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Final
 
+from .libc import errno_error
+from .libc import libc as _libc
 from .names import unit_name_is_valid, unit_type
 
 CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
@@ -24,15 +26,11 @@ class Hierarchy(Enum):
     LEGACY = "legacy"  # v1 only, systemd's tree in name=systemd
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-
-
 def fs_type(path: Path) -> int:
     """f_type of statfs(path)."""
     buf = ctypes.create_string_buffer(256)
     if _libc.statfs(os.fsencode(path), buf) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), str(path))
+        raise errno_error(str(path))
     return int.from_bytes(buf.raw[:8], "little", signed=True)
 
 

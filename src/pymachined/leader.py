@@ -12,11 +12,12 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .libc import libc as _libc
+
 log = logging.getLogger(__name__)
 
 
 PIDFS_MAGIC = 0x50494446
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 def pidfd_id(pidfd: int) -> int:

@@ -94,6 +94,10 @@ class Container:
         self.boot_seconds += time.monotonic() - start
         return state
 
+    def wait_until(self, script: str, what: str, timeout: float = 30) -> None:
+        """Until `script` succeeds inside the container."""
+        wait_for(lambda: self.sh(script).returncode == 0, what, timeout)
+
     def wait_for_unit(self, unit: str, state: str = "active", timeout: float = 30) -> None:
         wait_for(lambda: self.run("systemctl", "is-active", unit).stdout.strip() == state, f"{unit} {state}", timeout)
 

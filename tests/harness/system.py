@@ -140,17 +140,7 @@ class System:
         wait_for(self._name_owned, f"{self.implementation.name} to own {BUS_NAME}", process=self.daemon)
 
     def _name_owned(self) -> bool:
-        result = self.run(
-            "busctl",
-            "call",
-            "org.freedesktop.DBus",
-            "/org/freedesktop/DBus",
-            "org.freedesktop.DBus",
-            "NameHasOwner",
-            "s",
-            BUS_NAME,
-        )
-        return result.stdout.strip() == "b true"
+        return self._has_owner(BUS_NAME)
 
     def stop_daemon(self, signum: int = signal.SIGTERM) -> int:
         assert self.daemon is not None

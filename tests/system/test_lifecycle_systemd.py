@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +26,6 @@ def holder(ct: Any, t: Transcript, unit: str) -> int:
     pid = int(ct.run("systemctl", "show", "-p", "MainPID", "--value", unit).stdout)
     t.leaders.append(pid)
     return pid
-
-
-def wait_inside(ct: Any, script: str, what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ct.sh(script).returncode == 0:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 SCOPE_PROPS = [
@@ -79,7 +69,7 @@ def test_create_terminate_kill_gc(tmp_path: Path) -> None:
         t.run("sh", "-c", f"cat /proc/{leader}/cgroup | grep ^0::")
         t.run("machinectl", "kill", "--kill-whom=all", "--signal=SIGCONT", "web")
         t.run("machinectl", "terminate", "web")
-        wait_inside(ct, "! machinectl show web >/dev/null 2>&1", "web to be collected")
+        ct.wait_until("! machinectl show web >/dev/null 2>&1", "web to be collected", timeout=20)
         t.run("machinectl", "list")
         t.run("systemctl", "is-active", "machine-web.scope")
         t.run("ls", "/run/systemd/machines")
@@ -110,7 +100,7 @@ def test_create_terminate_kill_gc(tmp_path: Path) -> None:
         t.run("systemctl", "show", "machine-my\\x2dvm.scope", *SCOPE_PROPS)
         # GC follows systemd: stopping the scope behind machined's back removes the machine
         t.run("systemctl", "stop", "machine-my\\x2dvm.scope")
-        wait_inside(ct, "! machinectl show my-vm >/dev/null 2>&1", "my-vm to be collected")
+        ct.wait_until("! machinectl show my-vm >/dev/null 2>&1", "my-vm to be collected", timeout=20)
         t.run("machinectl", "list")
 
         # systemd's errors are forwarded verbatim
@@ -155,12 +145,12 @@ def test_registered_machine_terminate_stops_the_registrant(tmp_path: Path) -> No
             "exec sleep infinity",
         )
         assert r.returncode == 0, r.output
-        wait_inside(ct, "machinectl show reg >/dev/null 2>&1", "reg to register")
+        ct.wait_until("machinectl show reg >/dev/null 2>&1", "reg to register", timeout=20)
         t.leaders.append(int(ct.run("machinectl", "show", "-p", "Leader", "--value", "reg").stdout))
         t.run("machinectl", "show", "reg", "-p", "Unit", "-p", "State")
         t.run("machinectl", "terminate", "reg")
-        wait_inside(ct, "! systemctl is-active -q reg-leader.service", "the registrant's unit to stop")
-        wait_inside(ct, "! machinectl show reg >/dev/null 2>&1", "reg to be collected")
+        ct.wait_until("! systemctl is-active -q reg-leader.service", "the registrant's unit to stop", timeout=20)
+        ct.wait_until("! machinectl show reg >/dev/null 2>&1", "reg to be collected", timeout=20)
         t.run("machinectl", "list")
         t.run("systemctl", "is-active", "reg-leader.service")
 

@@ -8,9 +8,7 @@ for the reference, the outer container runs systemd-machined 252. The client out
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -30,15 +28,6 @@ echo inner > /opt/inner/merged/etc/hostname
 """
 NUMBERS = re.compile(r"\d+")
 IDS = re.compile(r"\b[0-9a-f]{32}\b")
-
-
-def wait_inside(ct: Any, script: str, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ct.sh(script).returncode == 0:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def scenario(machined: str, workdir: Path) -> list[tuple[str, str]]:
@@ -67,11 +56,11 @@ def scenario(machined: str, workdir: Path) -> list[tuple[str, str]]:
             "inner",
         )
         assert started.returncode == 0, started.output
-        wait_inside(
-            ct,
+        ct.wait_until(
             "systemctl -M inner is-system-running --wait >/dev/null 2>&1; "
             "systemctl -M inner is-active -q systemd-logind",
             "the inner container to boot",
+            timeout=60,
         )
         t = Transcript(ct, workdir=workdir)
 
@@ -123,14 +112,14 @@ def scenario(machined: str, workdir: Path) -> list[tuple[str, str]]:
         ]
         t.note("systemd-run -M inner -t", "\n".join(kept))
         t.run("machinectl", "reboot", "inner")
-        wait_inside(
-            ct,
+        ct.wait_until(
             "systemctl -M inner is-system-running --wait >/dev/null 2>&1; "
             '[ "$(systemctl -M inner show -p NRestarts --value systemd-logind)" ]',
             "the reboot",
+            timeout=60,
         )
         t.run("machinectl", "terminate", "inner")
-        wait_inside(ct, "! machinectl show inner >/dev/null 2>&1", "the inner container to go")
+        ct.wait_until("! machinectl show inner >/dev/null 2>&1", "the inner container to go", timeout=60)
         t.run("machinectl", "list")
         t.run("systemctl", "is-active", "machine-inner.scope")
         return t.steps

@@ -9,6 +9,9 @@ import os
 import struct
 from typing import Final
 
+from ..libc import errno_error
+from ..libc import libc as _libc
+
 BTRFS_SUPER_MAGIC: Final = 0x9123683E
 BTRFS_FIRST_FREE_OBJECTID: Final = 256
 FS_IOC_GETFLAGS: Final = 0x80086601
@@ -24,7 +27,6 @@ CRTIME_XATTR: Final = "user.crtime_usec"
 
 _STATX_BTIME: Final = 0x800
 _AT_STATX_SYNC_AS_STAT: Final = 0
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 class _StatxTimestamp(ctypes.Structure):
@@ -87,8 +89,7 @@ class _Statfs(ctypes.Structure):
 def _statfs_type(fd: int) -> int:
     buf = _Statfs()
     if _libc.fstatfs(fd, ctypes.byref(buf)) < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+        raise errno_error()
     return int(buf.f_type) & 0xFFFFFFFF
 
 

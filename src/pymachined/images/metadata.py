@@ -7,8 +7,6 @@ never attached to any mount namespace, so no helper process is needed and nothin
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import fcntl
 import os
@@ -19,6 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final
 
+from ..libc import errno_error
+from ..libc import libc as _libc
 from ..names import hostname_is_valid
 from ..ops.os_release import open_in_root
 from ..state import parse_env
@@ -48,7 +48,6 @@ ROOT_TYPES: Final = (
     uuid.UUID("44479540-f297-41b2-9af7-d131d5f0458a"),
 )
 LINUX_DATA: Final = uuid.UUID("0fc63daf-8483-4772-8e79-3d69d8477de4")
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 @dataclass(slots=True)
@@ -264,8 +263,7 @@ def _attached(path: str) -> Iterator[tuple[str, int, str]]:
 def _syscall(number: int, *arguments: object) -> int:
     result = int(_libc.syscall(number, *arguments))
     if result < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+        raise errno_error()
     return result
 
 

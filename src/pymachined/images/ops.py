@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from ..errors import MachineError, from_errno, not_supported
+from ..libc import libc as _libc
 from ..ops.copy import copy_file_data, copy_tree_at
 from . import btrfs, fsinfo
 from .discovery import SEARCH_PATHS, discover, find
@@ -28,7 +29,6 @@ NSPAWN_SETTINGS_DIRS: Final = ("/etc/systemd/nspawn", "/run/systemd/nspawn")
 LIMIT_MAX: Final = 2**63 - 1
 _RENAME_NOREPLACE: Final = 1
 _AT_FDCWD: Final = -100
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 Cancelled = Callable[[], bool]
 

@@ -27,6 +27,8 @@ import stat
 from typing import Final
 
 from ..errors import from_errno, invalid_args, not_supported
+from ..libc import errno_error
+from ..libc import libc as _libc
 from ..machine import Machine, MachineClass
 from .nsexec import HelperFailed, run_in_namespaces, shares_namespace
 from .uid_shift import uid_shift
@@ -46,7 +48,6 @@ _SYS_OPEN_TREE: Final = 428
 _SYS_MOVE_MOUNT: Final = 429
 _SYS_MOUNT_SETATTR: Final = 442
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 # resolved now: move_mount runs in the namespace helper, which must not look up symbols (see nsexec)
 _syscall = _libc.syscall
 
@@ -62,8 +63,7 @@ class _MountAttr(ctypes.Structure):
 
 def _check(result: int) -> int:
     if result < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+        raise errno_error()
     return result
 
 

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import os
 from typing import Final
+
+from ..libc import errno_error
+from ..libc import libc as _libc
 
 CLONE_NEWNS: Final = 0x00020000
 CLONE_NEWNET: Final = 0x40000000
 CLONE_NEWUSER: Final = 0x10000000
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-
 
 def setns(fd: int, nstype: int) -> None:
     """Move the calling thread into the namespace `fd` refers to."""
     if _libc.setns(fd, nstype) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
+        raise errno_error()

@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from ..libc import libc as _libc
 from .namespaces import CLONE_NEWNS, CLONE_NEWUSER
 
 CLONE_NEWPID: Final = 0x20000000
@@ -43,7 +44,6 @@ PR_SET_PDEATHSIG: Final = 1
 # Python ≥ 3.12 warns on every fork() in a threaded process; this module forks knowing it (see above).
 warnings.filterwarnings("ignore", message=r".*use of fork\(\) may lead to deadlocks", category=DeprecationWarning)
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 # Resolved here, in the parent: the child must not look up symbols (see the module docstring).
 _setns = _libc.setns
 _setns.argtypes = (ctypes.c_int, ctypes.c_int)

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Final
 
 from ..errors import MachineError, failed, from_errno, not_supported
+from ..libc import errno_error
+from ..libc import libc as _libc
 from ..machine import Machine, MachineClass
 from ..state import parse_env
 
@@ -19,7 +21,6 @@ NO_OS_RELEASE: Final = "Machine does not contain OS release information"
 _SYS_OPENAT2: Final = 437
 _RESOLVE_NO_MAGICLINKS: Final = 0x02
 _RESOLVE_IN_ROOT: Final = 0x10
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 class _OpenHow(ctypes.Structure):
@@ -31,8 +32,7 @@ def open_in_root(root_fd: int, path: str, flags: int = os.O_RDONLY | os.O_CLOEXE
     how = _OpenHow(flags, 0, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
     fd = _libc.syscall(_SYS_OPENAT2, root_fd, os.fsencode(path), ctypes.byref(how), ctypes.sizeof(how))
     if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err), path)
+        raise errno_error(path)
     return int(fd)
 
 

@@ -52,35 +52,11 @@ def _drop_pool(loop: Path) -> None:
 
 def _clone_once(s, target: str) -> float:  # type: ignore[no-untyped-def]
     start = time.perf_counter()
-    result = s.run(
-        "busctl",
-        "--timeout=600",
-        "call",
-        "org.freedesktop.machine1",
-        "/org/freedesktop/machine1",
-        "org.freedesktop.machine1.Manager",
-        "CloneImage",
-        "ssb",
-        "big",
-        target,
-        "false",
-        timeout=700,
-    )
+    result = s.manager_call("CloneImage", "ssb", "big", target, "false", options=["--timeout=600"], timeout=700)
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"CloneImage failed: {result.output}")
-    remove = s.run(
-        "busctl",
-        "--timeout=600",
-        "call",
-        "org.freedesktop.machine1",
-        "/org/freedesktop/machine1",
-        "org.freedesktop.machine1.Manager",
-        "RemoveImage",
-        "s",
-        target,
-        timeout=700,
-    )
+    remove = s.manager_call("RemoveImage", "s", target, options=["--timeout=600"], timeout=700)
     if remove.returncode != 0:
         raise RuntimeError(f"RemoveImage failed: {remove.output}")
     return elapsed

@@ -203,14 +203,7 @@ def test_reload_of_seeded_state_files(tmp_path: Path) -> None:
         s.start_daemon()
         t.machinectl("list")
         t.machinectl("show", "seeded")
-        listed = s.busctl(
-            "--json=short",
-            "call",
-            "org.freedesktop.machine1",
-            "/org/freedesktop/machine1",
-            "org.freedesktop.machine1.Manager",
-            "ListMachines",
-        )
+        listed = s.manager_call("ListMachines", options=["--json=short"])
         # 252 answers in hash order: compare the set
         t.note("ListMachines", "\n".join(sorted(" ".join(e) for e in json.loads(listed.stdout)["data"][0])))
         t.note("state dir", "\n".join(sorted(p.name for p in STATE_DIR.iterdir())))

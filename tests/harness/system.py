@@ -211,11 +211,15 @@ class System:
     def busctl(self, *argv: str) -> Result:
         return self.run("busctl", *argv)
 
-    def manager_call(self, method: str, signature: str = "", *values: object) -> Result:
-        call = ["call", BUS_NAME, "/org/freedesktop/machine1", "org.freedesktop.machine1.Manager", method]
+    def manager_call(
+        self, method: str, signature: str = "", *values: object, options: Sequence[str] = (), timeout: float = 30
+    ) -> Result:
+        """busctl [options] call … Manager method; `timeout` bounds the busctl process."""
+        call = ["busctl", *options, "call", BUS_NAME, "/org/freedesktop/machine1", "org.freedesktop.machine1.Manager"]
+        call.append(method)
         if signature:
             call.append(signature)
-        return self.busctl(*call, *(str(v) for v in values))
+        return self.run(*call, *(str(v) for v in values), timeout=timeout)
 
     def gdbus(self, object_path: str, method: str, *values: str) -> Result:
         return self.run(

@@ -20,14 +20,7 @@ from harness.system import System
 
 
 def healthy(s: System) -> list[str]:
-    result = s.busctl(
-        "--json=short",
-        "call",
-        "org.freedesktop.machine1",
-        "/org/freedesktop/machine1",
-        "org.freedesktop.machine1.Manager",
-        "ListMachines",
-    )
+    result = s.manager_call("ListMachines", options=["--json=short"])
     assert result.returncode == 0, result.output
     assert s.daemon is not None and s.daemon.poll() is None
     return sorted(result.stdout.split('"')[1::2])

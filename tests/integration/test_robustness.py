@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -45,16 +46,7 @@ async def storm(leaders: list[int], rounds: int, clients: int) -> list[str]:
 
 
 def listed(s: System) -> set[str]:
-    out = s.busctl(
-        "--json=short",
-        "call",
-        "org.freedesktop.machine1",
-        "/org/freedesktop/machine1",
-        "org.freedesktop.machine1.Manager",
-        "ListMachines",
-    ).stdout
-    import json
-
+    out = s.manager_call("ListMachines", options=["--json=short"]).stdout
     return {entry[0] for entry in json.loads(out)["data"][0]} - {".host"}
 
 

@@ -172,35 +172,29 @@ def set_subvolume_read_only(path: str, read_only: bool) -> None:
         os.close(fd)
 
 
-def block_device_size(path: str) -> int | None:
-    """BLKGETSIZE64 of a block device opened O_RDONLY|O_NONBLOCK; None if it cannot be opened."""
+def _block_device_query(path: str, request: int, fmt: str) -> int | None:
+    """The integer a read ioctl stores, on the device opened O_RDONLY|O_NONBLOCK; None if either fails."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError:
         return None
     try:
-        buf = bytearray(8)
-        fcntl.ioctl(fd, BLKGETSIZE64, buf)
-        return int(struct.unpack("=Q", bytes(buf))[0])
+        buf = bytearray(struct.calcsize(fmt))
+        fcntl.ioctl(fd, request, buf)
+        return int(struct.unpack(fmt, bytes(buf))[0])
     except OSError:
         return None
     finally:
         os.close(fd)
+
+
+def block_device_size(path: str) -> int | None:
+    """BLKGETSIZE64 of a block device; None if it cannot be opened."""
+    return _block_device_query(path, BLKGETSIZE64, "=Q")
 
 
 def block_device_read_only(path: str) -> bool:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-    except OSError:
-        return False
-    try:
-        buf = bytearray(4)
-        fcntl.ioctl(fd, BLKROGET, buf)
-        return bool(struct.unpack("=i", bytes(buf))[0] != 0)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    return bool(_block_device_query(path, BLKROGET, "=i"))
 
 
 def set_block_device_read_only(path: str, read_only: bool) -> None:

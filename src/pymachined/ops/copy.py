@@ -251,6 +251,26 @@ class _TreeCopy:
     def _uid_gid(self, st: os.stat_result) -> tuple[int, int]:
         return (st.st_uid, st.st_gid) if self.owner is None else (self.owner, self.owner)
 
+    def _restore_inode(self, target: int | str, st: os.stat_result) -> int:
+        """Owner, mode (after chown, which drops set-ID bits) and times of a copy, by fd or by path.
+
+        The errno of the last failed chown/chmod, 0 if none; a failed utime does not count.
+        """
+        r = 0
+        try:
+            os.chown(target, *self._uid_gid(st))
+        except OSError as exc:
+            r = exc.errno or errno.EIO
+        try:
+            os.chmod(target, st.st_mode & 0o7777)
+        except OSError as exc:
+            r = exc.errno or errno.EIO
+        try:
+            os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+        except OSError:
+            pass
+        return r
+
     def _copy(
         self, sfd: int, sname: str, st: os.stat_result, tfd: int, tname: str, path: tuple[str, ...], depth: int
     ) -> int:
@@ -296,19 +316,8 @@ class _TreeCopy:
         st = directory.st
         try:
             if directory.created:
-                try:
-                    os.fchown(directory.target_fd, *self._uid_gid(st))
-                except OSError as exc:
-                    r = exc.errno or errno.EIO
-                try:
-                    os.fchmod(directory.target_fd, st.st_mode & 0o7777)
-                except OSError as exc:
-                    r = exc.errno or errno.EIO
+                r = self._restore_inode(directory.target_fd, st) or r
                 _copy_xattrs(directory.source_fd, directory.target_fd, self.all_xattrs)
-                try:
-                    os.utime(directory.target_fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-                except OSError:
-                    pass
         finally:
             os.close(directory.source_fd)
             os.close(directory.target_fd)
@@ -357,19 +366,7 @@ class _TreeCopy:
                 os.close(target_fd)
                 _unlink_quietly(tfd, tname)
                 return exc.errno or errno.EIO, False
-            r = 0
-            try:
-                os.fchown(target_fd, *self._uid_gid(st))
-            except OSError as exc:
-                r = exc.errno or errno.EIO
-            try:
-                os.fchmod(target_fd, st.st_mode & 0o7777)  # after chown, which drops set-ID bits
-            except OSError as exc:
-                r = exc.errno or errno.EIO
-            try:
-                os.utime(target_fd, ns=(st.st_atime_ns, st.st_mtime_ns))
-            except OSError:
-                pass
+            r = self._restore_inode(target_fd, st)
             _copy_xattrs(source_fd, target_fd, self.all_xattrs)
             try:
                 os.close(target_fd)
@@ -414,21 +411,7 @@ class _TreeCopy:
         try:
             if stat.S_IFMT(os.fstat(node_fd).st_mode) != stat.S_IFMT(st.st_mode):
                 return errno.EBADFD, False
-            proc_path = f"/proc/self/fd/{node_fd}"
-            r = 0
-            try:
-                os.chown(proc_path, *self._uid_gid(st))
-            except OSError as exc:
-                r = exc.errno or errno.EIO
-            try:
-                os.chmod(proc_path, st.st_mode & 0o7777)
-            except OSError as exc:
-                r = exc.errno or errno.EIO
-            try:
-                os.utime(proc_path, ns=(st.st_atime_ns, st.st_mtime_ns))
-            except OSError:
-                pass
-            return r, True
+            return self._restore_inode(f"/proc/self/fd/{node_fd}", st), True
         finally:
             os.close(node_fd)
 

@@ -13,13 +13,15 @@ from dbus_fast import BusType, Message, RequestNameReply
 from dbus_fast.aio import MessageBus
 from dbus_fast.constants import NameFlag
 
+from .actions import Authorize, Services
 from .bus.dispatch import Dispatcher, Fallback, Node
 from .bus.image import IMAGE_INTERFACE, ImageObjects
 from .bus.image import PREFIX as IMAGE_PREFIX
 from .bus.logcontrol import LOG_CONTROL_INTERFACE
 from .bus.logcontrol import PATH as LOG_CONTROL_PATH
-from .bus.machine import MACHINE_INTERFACE, PREFIX, MachineObjects, Services
+from .bus.machine import MACHINE_INTERFACE, PREFIX, MachineObjects
 from .bus.manager import MANAGER_INTERFACE, PATH, machine_signal
+from .bus.polkit import process_authorizer
 from .leader import LeaderWatch
 from .lifecycle import Lifecycle
 from .logs import LogSettings
@@ -33,7 +35,10 @@ from .state import StateDirectory
 from .units import UnitBackend, UnitEvents
 from .units.cgroupfs import CgroupfsBackend
 from .units.systemd1 import Systemd1Backend, systemd_on_bus
-from .varlink.server import Compat, VarlinkServer
+from .varlink.image import ImageApi
+from .varlink.machine import MachineApi
+from .varlink.server import Compat, VarlinkCall, VarlinkServer
+from .varlink.service import service_interface
 from .varlink.userdb import SOCKET as USERDB_SOCKET
 from .varlink.userdb import userdb_interface
 
@@ -41,6 +46,7 @@ log = logging.getLogger(__name__)
 
 BUS_NAME: Final = "org.freedesktop.machine1"
 STATE_DIR: Final = Path("/run/systemd/machines")
+MACHINE_SOCKET_DIR: Final = Path("/run/systemd/machine")
 
 
 class StartupError(Exception):
@@ -54,6 +60,7 @@ class Config:
     unit_backend: str = "auto"  # auto, systemd, cgroupfs
     stop_timeout: float = 90.0  # cgroupfs: SIGTERM, then SIGKILL after this many seconds
     userdb_socket: Path = USERDB_SOCKET
+    machine_socket_dir: Path = MACHINE_SOCKET_DIR
 
 
 class Daemon:
@@ -67,6 +74,7 @@ class Daemon:
         self.bus: MessageBus | None = None
         self.lifecycle: Lifecycle | None = None
         self.userdb: VarlinkServer | None = None
+        self.varlink: VarlinkServer | None = None
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -94,7 +102,7 @@ class Daemon:
             self.registry.on_removed.append(index.remove)
         addresses = AddressReader()
         self.registry.on_removed.append(addresses.forget)
-        services = Services(self.registry, lifecycle, uid_index, gid_index, addresses, Operations())
+        services = Services(self.registry, lifecycle, uid_index, gid_index, addresses, Operations(), self.bus)
         dispatcher = Dispatcher(self.bus, services)
         objects = MachineObjects(self.registry)
         dispatcher.add_node(PATH, Node([MANAGER_INTERFACE]))
@@ -117,12 +125,34 @@ class Daemon:
             await self.userdb.listen(self.config.userdb_socket, mode=0o666)
         except OSError as exc:
             raise StartupError(f"Failed to bind {self.config.userdb_socket}: {exc}") from exc
+        await self._serve_varlink(services)
         reply = await self.bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
             raise StartupError(f"Failed to acquire {BUS_NAME}: {reply.name}")
         started = await lifecycle.reload()
         log.info("Serving %s with %d machine(s) reloaded", BUS_NAME, len(started))
         notify("READY=1\nSTATUS=Processing requests...")
+
+    async def _serve_varlink(self, services: Services) -> None:
+        """io.systemd.Machine, io.systemd.MachineImage and io.systemd.service, on both machine sockets."""
+        bus = self.bus
+        assert bus is not None
+
+        def authorizer(call: VarlinkCall, interactive: bool) -> Authorize:
+            return process_authorizer(bus, call.peer.pid, call.peer.uid, interactive)
+
+        interfaces = [
+            MachineApi(services, authorizer).interface(),
+            ImageApi(services, authorizer).interface(),
+            service_interface(self.log_settings),
+        ]
+        self.varlink = VarlinkServer(interfaces, compat=Compat.V257)
+        for name in ("io.systemd.Machine", "io.systemd.MachineImage"):
+            path = self.config.machine_socket_dir / name
+            try:
+                await self.varlink.listen(path, mode=0o666)
+            except OSError as exc:
+                raise StartupError(f"Failed to bind {path}: {exc}") from exc
 
     async def _backend(self, events: UnitEvents) -> UnitBackend:
         assert self.bus is not None
@@ -190,6 +220,7 @@ class Daemon:
         disconnected.cancel()
         if self.lifecycle is not None:
             await self.lifecycle.close()
-        if self.userdb is not None:
-            await self.userdb.close()
+        for server in (self.userdb, self.varlink):
+            if server is not None:
+                await server.close()
         self.bus.disconnect()

@@ -76,7 +76,7 @@ _VARLINK_NAMES: Final[dict[ErrorKind, str]] = {
     ErrorKind.NO_SUCH_GROUP_MAPPING: "io.systemd.Machine.NoSuchGroupMapping",
     ErrorKind.NO_SUCH_IMAGE: "io.systemd.MachineImage.NoSuchImage",
     ErrorKind.INVALID_ARGS: "org.varlink.service.InvalidParameter",
-    ErrorKind.ACCESS_DENIED: "io.systemd.System.PermissionDenied",
+    ErrorKind.ACCESS_DENIED: "org.varlink.service.PermissionDenied",
     ErrorKind.INTERACTIVE_AUTHORIZATION_REQUIRED: "io.systemd.InteractiveAuthenticationRequired",
 }
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import socket
 from pathlib import Path
 
+from harness import varlink_raw
 from harness.differential import Transcript, assert_same_as_252
 from harness.system import System
 
@@ -15,21 +14,7 @@ ONLY = ["env", "SYSTEMD_ONLY_USERDB=io.systemd.Machine"]
 
 def raw_call(message: dict | bytes) -> str:
     """One request on a fresh connection; the reply, or what happened to the connection."""
-    data = message if isinstance(message, bytes) else json.dumps(message).encode()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(5)
-        sock.connect(USERDB)
-        sock.sendall(data + b"\0")
-        reply = b""
-        try:
-            while not reply.endswith(b"\0"):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    return f"closed after {reply!r}"
-                reply += chunk
-        except TimeoutError:
-            return f"no reply within 5 s after {reply!r}"
-        return reply[:-1].decode()
+    return varlink_raw.raw_call(USERDB, message)
 
 
 def registered(s: System, t: Transcript) -> None:

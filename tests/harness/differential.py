@@ -150,23 +150,28 @@ def run_scenario(
 
 
 def assert_same_as_252(
-    scenario: Scenario, tmp_path: Path, extra_patterns: Patterns | None = None
+    scenario: Scenario,
+    tmp_path: Path,
+    extra_patterns: Patterns | None = None,
+    reference: Implementation = REFERENCE,
 ) -> list[tuple[str, str]]:
-    """Run `scenario` on both daemons; fail with a unified diff where they differ."""
+    """Run `scenario` on pymachined and the reference (252 unless told); fail with a unified diff where they differ."""
     ours = run_scenario(PYMACHINED, scenario, tmp_path / PYMACHINED.name, extra_patterns)
-    reference = run_scenario(REFERENCE, scenario, tmp_path / REFERENCE.name, extra_patterns)
-    return _compare(ours, reference)
+    theirs = run_scenario(reference, scenario, tmp_path / reference.name, extra_patterns)
+    return _compare(ours, theirs, reference.name)
 
 
-def _compare(ours: list[tuple[str, str]], reference: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _compare(
+    ours: list[tuple[str, str]], reference: list[tuple[str, str]], name: str = "machined252"
+) -> list[tuple[str, str]]:
     if ours != reference:
         left = [f"## {label}\n{text}" for label, text in reference]
         right = [f"## {label}\n{text}" for label, text in ours]
         diff = "\n".join(
             difflib.unified_diff(
-                "\n".join(left).splitlines(), "\n".join(right).splitlines(), "machined252", "pymachined", lineterm=""
+                "\n".join(left).splitlines(), "\n".join(right).splitlines(), name, "pymachined", lineterm=""
             )
         )
-        raise AssertionError(f"pymachined differs from systemd-machined 252:\n{diff}")
+        raise AssertionError(f"pymachined differs from systemd-{name.replace('machined', 'machined ')}:\n{diff}")
     assert ours, "scenario recorded no steps"
     return ours

@@ -49,11 +49,13 @@ class Implementation:
 
     @property
     def is_reference(self) -> bool:
-        return self.name == "machined252"
+        return self.name.startswith("machined")  # machined252, machined257
 
 
 PYMACHINED: Final = Implementation("pymachined", (sys.executable, "-m", "pymachined"))
 REFERENCE: Final = Implementation("machined252", (str(MACHINED_252),))
+# systemd-machined 257 from the Debian 13 root (harness/trixie.py: call ensure_trixie_root() first).
+REFERENCE_257: Final = Implementation("machined257", (str(HARNESS / "in-trixie"), "/usr/lib/systemd/systemd-machined"))
 
 
 @dataclass(slots=True)

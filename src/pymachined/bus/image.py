@@ -2,46 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from ..errors import ErrorKind, MachineError, from_errno, invalid_args
-from ..images import discovery, metadata
-from ..images import ops as image_ops
+from ..actions import images as actions
+from ..images import discovery
 from ..images.image import IMAGE_PATH_PREFIX, Image
-from ..images.lock import image_path_lock
 from ..names import bus_label_unescape
-from ..operations import TOO_MANY_OPERATIONS, Operations
 from .dispatch import Call
-from .machine import services
-from .polkit import check_authorization
+from .machine import authorizer, services
 from .vtable import Body, Interface, Method, Property, args
 
 INTERFACE: Final = "org.freedesktop.machine1.Image"
 PREFIX: Final = IMAGE_PATH_PREFIX.rstrip("/")
-HOST_CLONE_REFUSED: Final = "Cloning the host image is refused."
-
-
-def no_such_image(name: str) -> MachineError:
-    return MachineError(ErrorKind.NO_SUCH_IMAGE, f"No image '{name}' known")
-
-
-def _invalid_name(name: str) -> MachineError:
-    return invalid_args(f"Image name '{name}' is invalid.")
-
-
-def _find(name: str) -> Image | None:
-    try:
-        return discovery.find(name)
-    except OSError as exc:
-        raise from_errno(exc.errno or errno.EIO) from None
-
-
-def _operations(call: Call) -> Operations:
-    return services(call).operations
 
 
 class _PeerCancellation:
@@ -74,97 +48,62 @@ CANCELLATION: Final = _PeerCancellation()
 
 
 async def remove(call: Call, image: Image) -> Body:
-    _operations(call).check(TOO_MANY_OPERATIONS)
-    await check_authorization(call, "manage-images", {"image": image.name, "verb": "remove"})
-    await _operations(call).run(lambda: image_ops.remove(image))
+    await actions.remove(services(call), image, authorizer(call))
     return []
 
 
 async def rename(call: Call, image: Image, new_name: str) -> Body:
-    if not discovery.image_name_is_valid(new_name):
-        raise _invalid_name(new_name)
-    details = {"image": image.name, "verb": "rename", "new_name": new_name}
-    await check_authorization(call, "manage-images", details)
-    image_ops.rename(image, new_name)
+    await actions.rename(image, new_name, authorizer(call))
     return []
 
 
 async def clone(call: Call, image: Image, new_name: str, read_only: bool) -> Body:
-    _operations(call).check(TOO_MANY_OPERATIONS)
-    if not discovery.image_name_is_valid(new_name):
-        raise _invalid_name(new_name)
-    details = {"image": image.name, "verb": "clone", "new_name": new_name}
-    await check_authorization(call, "manage-images", details)
-    if image.is_host:
-        # Deviation: 252 starts copying the whole host root into the pool; pymachined refuses.
-        raise from_errno(errno.EOPNOTSUPP, HOST_CLONE_REFUSED)
     event = CANCELLATION.watch(call)
     try:
-        await _operations(call).run(lambda: image_ops.clone(image, new_name, read_only, cancelled=event.is_set))
+        await actions.clone(services(call), image, new_name, read_only, authorizer(call), cancelled=event.is_set)
     finally:
         CANCELLATION.done(call, event)
     return []
 
 
 async def mark_read_only(call: Call, image: Image, read_only: bool) -> Body:
-    details = {"image": image.name, "verb": "mark_read_only", "read_only": "1" if read_only else "0"}
-    await check_authorization(call, "manage-images", details)
-    image_ops.mark_read_only(image, read_only)
+    await actions.mark_read_only(image, read_only, authorizer(call))
     return []
 
 
 async def set_limit(call: Call, image: Image, limit: int) -> Body:
-    if not image_ops.limit_in_range(limit):
-        raise invalid_args("New limit out of range")
-    # 252 names the image "machine" in these details
-    await check_authorization(call, "manage-images", {"machine": image.name, "verb": "set_limit"})
-    await asyncio.to_thread(image_ops.set_limit, image, limit)
+    await actions.set_limit(image, limit, authorizer(call))
     return []
 
 
-def _read_metadata(image: Image) -> metadata.Metadata:
-    try:
-        with image_path_lock(image.path, exclusive=False):
-            return metadata.read_metadata(image)
-    except OSError as exc:
-        raise from_errno(exc.errno or errno.EIO, "Failed to read image metadata: %m") from None
-
-
-async def _metadata(image: Image) -> metadata.Metadata:
-    return await asyncio.to_thread(_read_metadata, image)
-
-
 async def get_hostname(call: Call, image: Image) -> Body:
-    return [(await _metadata(image)).hostname]
+    return [(await actions.read_metadata(image)).hostname]
 
 
 async def get_machine_id(call: Call, image: Image) -> Body:
-    return [(await _metadata(image)).machine_id]
+    return [(await actions.read_metadata(image)).machine_id]
 
 
 async def get_machine_info(call: Call, image: Image) -> Body:
-    return [(await _metadata(image)).machine_info]
+    return [(await actions.read_metadata(image)).machine_info]
 
 
 async def get_os_release(call: Call, image: Image) -> Body:
-    return [(await _metadata(image)).os_release]
+    return [(await actions.read_metadata(image)).os_release]
 
 
 # Manager methods
 
 
 def get_image(call: Call, _obj: None, name: str) -> Body:
-    image = _find(name)  # an invalid name is simply not found here (252)
+    image = actions.find(name)  # an invalid name is simply not found here (252)
     if image is None:
-        raise no_such_image(name)
+        raise actions.no_such_image(name)
     return [image.object_path]
 
 
 def list_images(call: Call, _obj: None) -> Body:
-    try:
-        images = discovery.discover()
-    except OSError as exc:
-        raise from_errno(exc.errno or errno.EIO) from None
+    images = actions.discover()
     return [[[i.name, i.type.value, i.read_only, i.crtime, i.mtime, i.usage, i.object_path] for i in images.values()]]
 
 
@@ -175,30 +114,18 @@ def on_image(handler: Callable[..., Answer]) -> Callable[..., Answer]:
     """A Manager forwarder (redirect_method_to_image): InvalidArgs, then NoSuchImage, then the Image method."""
 
     def forward(call: Call, _obj: None, name: str, *rest: object) -> Answer:
-        if not discovery.image_name_is_valid(name):
-            raise _invalid_name(name)
-        image = _find(name)
-        if image is None:
-            raise no_such_image(name)
-        return handler(call, image, *rest)
+        return handler(call, actions.get(name), *rest)
 
     return forward
 
 
 async def set_pool_limit(call: Call, _obj: None, limit: int) -> Body:
-    if not image_ops.limit_in_range(limit):
-        raise invalid_args("New limit out of range")
-    await check_authorization(call, "manage-machines", {"verb": "set_pool_limit"})
-    await asyncio.to_thread(image_ops.set_pool_limit, limit)
+    await actions.set_pool_limit(limit, authorizer(call))
     return []
 
 
 async def clean_pool(call: Call, _obj: None, mode: str) -> Body:
-    _operations(call).check(TOO_MANY_OPERATIONS)
-    if mode not in ("all", "hidden"):
-        raise invalid_args(f"Unknown mode '{mode}'.")
-    await check_authorization(call, "manage-machines", {"verb": "clean_pool", "mode": mode})
-    removed = await _operations(call).run(lambda: image_ops.clean_pool(mode))
+    removed = await actions.clean_pool(services(call), mode, authorizer(call))
     return [[[name, usage] for name, usage in removed]]
 
 

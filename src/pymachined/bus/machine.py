@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import errno
-import os
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Final
 
+from ..actions import Authorize, Services
+from ..actions import machines as actions
 from ..errors import from_errno
-from ..lifecycle import Caller, Lifecycle, validate_kill
-from ..machine import MACHINE_PATH_PREFIX, Machine, MachineClass
+from ..lifecycle import Caller
+from ..machine import MACHINE_PATH_PREFIX, Machine
 from ..names import bus_label_unescape
-from ..operations import TOO_MANY_COPIES, Operations
-from ..ops import bind, copy, pty, shell
-from ..ops.addresses import AddressReader, machine_addresses
-from ..ops.os_release import machine_os_release
-from ..ops.root import open_root
-from ..ops.uid_shift import machine_uid_shift, uid_shift
-from ..ops.usermap import IdMapIndex
+from ..ops.uid_shift import machine_uid_shift
 from ..registry import Registry
 from .dispatch import Call
 from .polkit import check_authorization
@@ -29,20 +22,17 @@ INTERFACE: Final = "org.freedesktop.machine1.Machine"
 PREFIX: Final = MACHINE_PATH_PREFIX.rstrip("/")
 
 
-@dataclass(slots=True)
-class Services:
-    """What bus handlers reach through the dispatcher."""
-
-    registry: Registry
-    lifecycle: Lifecycle
-    uid_index: IdMapIndex
-    gid_index: IdMapIndex
-    addresses: AddressReader
-    operations: Operations
-
-
 def services(call: Call) -> Services:
     return call.dispatcher.context  # type: ignore[no-any-return]
+
+
+def authorizer(call: Call) -> Authorize:
+    """Polkit for this D-Bus caller (root bypasses)."""
+
+    async def authorize(action: str, details: dict[str, str]) -> None:
+        await check_authorization(call, action, details)
+
+    return authorize
 
 
 async def caller_of(call: Call) -> Caller:
@@ -51,20 +41,17 @@ async def caller_of(call: Call) -> Caller:
 
 
 async def terminate(call: Call, machine: Machine) -> Body:
-    await check_authorization(call, "manage-machines", {"machine": machine.name, "verb": "terminate"})
-    await services(call).lifecycle.terminate(machine)
+    await actions.terminate(services(call), machine, authorizer(call))
     return []
 
 
 async def kill(call: Call, machine: Machine, who: str, signum: int) -> Body:
-    target = validate_kill(who, signum)
-    await check_authorization(call, "manage-machines", {"machine": machine.name, "verb": "kill"})
-    await services(call).lifecycle.kill(machine, target, signum)
+    await actions.kill(services(call), machine, who, signum, authorizer(call))
     return []
 
 
 async def get_addresses(call: Call, machine: Machine) -> Body:
-    found = await asyncio.to_thread(machine_addresses, machine, services(call).addresses)
+    found = await actions.addresses(services(call), machine)
     return [[[a.family, a.address] for a in found]]
 
 
@@ -75,7 +62,7 @@ def get_ssh_info(call: Call, machine: Machine) -> Body:
 
 
 async def get_os_release(call: Call, machine: Machine) -> Body:
-    return [await asyncio.to_thread(machine_os_release, machine)]
+    return [await actions.os_release(machine)]
 
 
 def get_uid_shift(call: Call, machine: Machine) -> Body:
@@ -83,66 +70,32 @@ def get_uid_shift(call: Call, machine: Machine) -> Body:
 
 
 async def open_root_directory(call: Call, machine: Machine) -> WithFds:
-    await check_authorization(call, "manage-machines", {"machine": machine.name, "verb": "open_root_directory"})
-    return WithFds([0], [open_root(machine)])
-
-
-def _host_variant(machine: Machine, action: str) -> str:
-    return f"host-{action}" if machine.machine_class is MachineClass.HOST else action
+    return WithFds([0], [await actions.open_root_directory(machine, authorizer(call))])
 
 
 async def open_pty(call: Call, machine: Machine) -> WithFds:
-    await check_authorization(call, _host_variant(machine, "open-pty"), {"machine": machine.name})
-    master, path = await asyncio.to_thread(pty.open_pty, machine)
+    master, path = await actions.open_pty(machine, authorizer(call))
     return WithFds([0, path], [master])
 
 
 async def open_login(call: Call, machine: Machine) -> WithFds:
-    await check_authorization(call, _host_variant(machine, "login"), {"machine": machine.name, "verb": "login"})
-    master, path = await asyncio.to_thread(pty.open_pty, machine)
-    try:
-        await shell.start_getty(machine, call.dispatcher.bus, path)
-    except BaseException:
-        os.close(master)
-        raise
+    master, path = await actions.open_login(services(call), machine, authorizer(call))
     return WithFds([0, path], [master])
 
 
 async def open_shell(call: Call, machine: Machine, user: str, path: str, argv: list[str], env: list[str]) -> WithFds:
-    request = shell.validate_shell_request(user, path, argv, env)
-    details = {"machine": machine.name, "user": request.user, "program": request.path}
-    await check_authorization(call, _host_variant(machine, "shell"), details)
-    master, pty_path = await asyncio.to_thread(pty.open_pty, machine)
-    try:
-        await shell.start_shell(machine, call.dispatcher.bus, master, pty_path, request)
-    except BaseException:
-        os.close(master)
-        raise
+    master, pty_path = await actions.open_shell(services(call), machine, user, path, argv, env, authorizer(call))
     return WithFds([0, pty_path], [master])
 
 
 async def bind_mount(call: Call, machine: Machine, source: str, destination: str, read_only: bool, mkdir: bool) -> Body:
-    source, destination = bind.validate_bind_request(machine, source, destination)
-    details = {"machine": machine.name, "verb": "bind", "src": source, "dest": destination}
-    await check_authorization(call, "manage-machines", details)
-    bind.check_bind_uid_shift(machine)
-    await asyncio.to_thread(bind.bind_mount, machine, source, destination, read_only, mkdir)
+    await actions.bind_mount(machine, source, destination, read_only, mkdir, authorizer(call))
     return []
 
 
 async def _copy(call: Call, machine: Machine, source: str, destination: str, flags: int) -> Body:
-    operations = services(call).operations
-    operations.check(TOO_MANY_COPIES)
-    source, destination = copy.validate_copy_request(machine, source, destination, flags)
-    details = {"machine": machine.name, "verb": "copy", "src": source, "dest": destination}
-    await check_authorization(call, "manage-machines", details)
-    shift = uid_shift(machine)  # 252 returns a complex mapping's ENXIO raw here
     to_container = "CopyTo" in (call.message.member or "")
-    container_path, host_path = (destination, source) if to_container else (source, destination)
-    replace = bool(flags & copy.MACHINE_COPY_REPLACE)
-    await operations.run(
-        lambda: copy.copy_between(machine, container_path, host_path, to_container, replace, shift), TOO_MANY_COPIES
-    )
+    await actions.copy_files(services(call), machine, source, destination, to_container, flags, authorizer(call))
     return []
 
 

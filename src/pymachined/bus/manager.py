@@ -8,6 +8,7 @@ from typing import Any, Final
 
 from dbus_fast import Message
 
+from ..actions import machines as machine_actions
 from ..errors import from_errno, invalid_args, machine_exists
 from ..images.pool import POOL_PATH, pool_limit, pool_usage
 from ..leader import PidRef
@@ -20,6 +21,7 @@ from ..units import ScopeProperty
 from . import image as images
 from .dispatch import Call
 from .machine import (
+    authorizer,
     bind_mount,
     caller_of,
     copy_files,
@@ -36,7 +38,6 @@ from .machine import (
     services,
     terminate,
 )
-from .polkit import check_authorization
 from .vtable import Arg, Body, Interface, Method, Property, Signal, WithFds, args
 
 INTERFACE: Final = "org.freedesktop.machine1.Manager"
@@ -245,10 +246,7 @@ def _leader_from_ex(call: Call, values: dict[str, Any]) -> PidRef | None:
 
 
 async def _unregister_machine(call: Call, _obj: None, name: str) -> Body:
-    machine = services(call).registry.get(name)
-    await check_authorization(call, "manage-machines", {"machine": machine.name, "verb": "unregister"})
-    if services(call).registry.find(machine.name) is machine:
-        services(call).lifecycle.unregister(machine)
+    await machine_actions.unregister(services(call), services(call).registry.get(name), authorizer(call))
     return []
 
 

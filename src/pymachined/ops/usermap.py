@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import bisect
 import errno
+import fcntl
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -55,6 +57,18 @@ def userns_id(pid: int) -> int:
 
 
 OWN_USERNS: Final = userns_id(os.getpid())
+NS_GET_OWNER_UID: Final = 0xB704  # _IO(0xb7, 0x4)
+
+
+def userns_owner(pid: int) -> int:
+    """The UID that created the process's user namespace (OSError if it cannot be asked)."""
+    fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        buffer = bytearray(4)
+        fcntl.ioctl(fd, NS_GET_OWNER_UID, buffer)
+        return int.from_bytes(buffer, sys.byteorder)
+    finally:
+        os.close(fd)
 
 
 def _noun(kind: Kind) -> str:

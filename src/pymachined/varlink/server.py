@@ -12,11 +12,12 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from .. import __version__
+from ..errors import ErrorKind, MachineError, errno_from_bus_error, varlink_error
 from .idl import Idl, IdlMethod, bad_field, parse_idl
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,24 @@ Handler = Callable[["VarlinkCall", Parameters], Awaitable[Parameters] | AsyncIte
 
 
 class Compat(enum.Enum):
-    """Which sd-varlink generation the server imitates."""
+    """Which sd-varlink generation the server imitates.
+
+    252: no IDL, no org.varlink.service, empty parameters always written, System {"errno": N}.
+    257: IDL validation and introspection, empty parameters still written, System {"errno": N}.
+    NEW: IDL validation and introspection, empty parameters left out, System with origin and errnoName.
+    """
 
     V252 = "252"
+    V257 = "257"
     NEW = "new"
+
+    @property
+    def has_idl(self) -> bool:
+        return self is not Compat.V252
+
+    @property
+    def writes_empty_parameters(self) -> bool:
+        return self is not Compat.NEW
 
 
 class VarlinkError(Exception):
@@ -68,12 +83,13 @@ class Peer:
 
 @dataclass(frozen=True, slots=True)
 class VarlinkCall:
-    """One method call as a handler sees it."""
+    """One method call as a handler sees it; fds a handler appends go with its next reply (SCM_RIGHTS)."""
 
     method: str
     more: bool
     oneway: bool
     peer: Peer
+    fds: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +146,19 @@ error InvalidParameter(
 error PermissionDenied()
 
 error ExpectedMore()
+"""
+
+SYSTEMD_IDL_257: Final = """interface io.systemd
+
+error Disconnected()
+
+error TimedOut()
+
+error Protocol()
+
+error System(
+\terrno: int
+)
 """
 
 SYSTEMD_IDL: Final = """interface io.systemd
@@ -196,11 +225,12 @@ class VarlinkServer:
         self.interfaces: dict[str, Interface] = {}
         self.handlers: dict[str, Handler] = {}
         self.idl_methods: dict[str, tuple[IdlMethod, Idl]] = {}
-        if compat is Compat.NEW:
+        if compat.has_idl:
             # Every newer sd-varlink server carries these two implicitly.
             builtin = {"GetInfo": self.get_info, "GetInterfaceDescription": self.get_interface_description}
             self.add_interface(Interface(SERVICE_INTERFACE, SERVICE_IDL, builtin))
-            self.add_interface(Interface(SYSTEMD_INTERFACE, SYSTEMD_IDL, {}))
+            systemd_idl = SYSTEMD_IDL_257 if compat is Compat.V257 else SYSTEMD_IDL
+            self.add_interface(Interface(SYSTEMD_INTERFACE, systemd_idl, {}))
         for interface in interfaces:
             self.add_interface(interface)
         self.listeners: list[tuple[asyncio.AbstractServer, Path]] = []
@@ -212,7 +242,7 @@ class VarlinkServer:
         """Register an interface; in NEW mode its IDL is parsed to validate calls."""
         if interface.name in self.interfaces:
             raise ValueError(f"interface {interface.name} registered twice")
-        idl = parse_idl(interface.description) if self.compat is Compat.NEW else None
+        idl = parse_idl(interface.description) if self.compat.has_idl else None
         if idl is not None and idl.name != interface.name:
             raise ValueError(f"IDL declares {idl.name}, not {interface.name}")
         self.interfaces[interface.name] = interface
@@ -343,7 +373,7 @@ class VarlinkServer:
                     raise ProtocolViolation("method is not a string")
                 method = value
             elif key == "parameters":
-                if value is None and self.compat is Compat.NEW:
+                if value is None and self.compat.has_idl:
                     continue
                 if not isinstance(value, dict):
                     raise ProtocolViolation("parameters is not an object")
@@ -401,13 +431,18 @@ class VarlinkServer:
             if isinstance(result, AsyncIterator):
                 await self.stream(call, result, writer)
             else:
-                await self.send(writer, self.reply(await result))
+                parameters = await result
+                await self.send(writer, self.reply(parameters), call.fds)
         except ClientGone:
             raise
         except VarlinkError as error:
             await self.send(writer, self.error(error.name, error.parameters))
+        except MachineError as error:
+            await self.send(writer, self.machine_error(error))
         except Exception as error:
             await self.send(writer, self.system_error(self.errno_of(call, error)))
+        finally:
+            close_fds(call.fds)
 
     async def stream(self, call: VarlinkCall, replies: AsyncIterator[Parameters], writer: Any) -> None:
         """Send every reply but the last with continues; ExpectedMore if a second reply comes without `more`."""
@@ -415,12 +450,21 @@ class VarlinkServer:
             pending = await next_reply(replies)
             if pending is None:
                 raise RuntimeError(f"handler of {call.method} produced no reply")
-            while (following := await next_reply(replies)) is not None:
+            while True:
+                try:
+                    following = await next_reply(replies)
+                except (VarlinkError, MachineError, OSError):
+                    # as sd-varlink: what was ready goes out before the error that ends the stream
+                    if call.more:
+                        await self.send(writer, self.reply(pending, continues=True), call.fds)
+                    raise
+                if following is None:
+                    break
                 if not call.more:
                     raise VarlinkError(EXPECTED_MORE)
-                await self.send(writer, self.reply(pending, continues=True))
+                await self.send(writer, self.reply(pending, continues=True), call.fds)
                 pending = following
-            await self.send(writer, self.reply(pending))
+            await self.send(writer, self.reply(pending), call.fds)
         finally:
             aclose = getattr(replies, "aclose", None)
             if aclose is not None:
@@ -435,10 +479,12 @@ class VarlinkServer:
                     pass
             else:
                 await result
-        except VarlinkError as error:
-            log.debug("Oneway call %s failed: %s", call.method, error.name)
+        except (VarlinkError, MachineError) as error:
+            log.debug("Oneway call %s failed: %s", call.method, error)
         except Exception as error:
             self.errno_of(call, error)
+        finally:
+            close_fds(call.fds)
 
     @staticmethod
     def errno_of(call: VarlinkCall, error: Exception) -> int:
@@ -454,7 +500,7 @@ class VarlinkServer:
         if not isinstance(parameters, dict):
             raise TypeError(f"a reply must be a dict, not {type(parameters).__name__}")
         message: Parameters = {}
-        if parameters or self.compat is Compat.V252:
+        if parameters or self.compat.writes_empty_parameters:
             message["parameters"] = parameters
         if continues:
             message["continues"] = True
@@ -463,23 +509,41 @@ class VarlinkServer:
     def error(self, name: str, parameters: Parameters | None = None) -> Parameters:
         """An error message."""
         message: Parameters = {"error": name}
-        if parameters or self.compat is Compat.V252:
+        if parameters or self.compat.writes_empty_parameters:
             message["parameters"] = parameters or {}
         return message
 
     def system_error(self, number: int) -> Parameters:
         """io.systemd.System in the shape of the imitated generation."""
-        if self.compat is Compat.V252:
+        if self.compat is not Compat.NEW:
             return self.error(SYSTEM_ERROR, {"errno": number})
         parameters: Parameters = {"origin": "linux", "errno": number}
         if number in errno.errorcode:
             parameters["errnoName"] = errno.errorcode[number]
         return self.error(SYSTEM_ERROR, parameters)
 
-    async def send(self, writer: Any, message: Parameters) -> None:
-        """Write one message (compact UTF-8 JSON and a NUL) and wait while the peer is slow to read."""
+    def machine_error(self, error: MachineError) -> Parameters:
+        """A core error as Varlink names it (errno failures as io.systemd.System)."""
+        if error.kind is ErrorKind.ERRNO:
+            return self.system_error(error.errno)
+        if error.kind is ErrorKind.FORWARDED:
+            return self.system_error(errno_from_bus_error(error.name))
+        name = varlink_error(error)
+        if name == SYSTEM_ERROR:
+            return self.system_error(error.errno or errno.EIO)
+        return self.error(name)
+
+    async def send(self, writer: Any, message: Parameters, fds: list[int] | None = None) -> None:
+        """Write one message (compact UTF-8 JSON and a NUL) and wait while the peer is slow to read.
+
+        File descriptors go with the message's first byte; they are closed once sent.
+        """
         data = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode() + b"\0"
         try:
+            if fds:
+                await writer.drain()
+                data = await send_with_fds(writer, data, fds)
+                close_fds(fds)
             writer.write(data)
             await writer.drain()
         except ConnectionError as error:
@@ -503,6 +567,29 @@ class VarlinkServer:
         if name not in self.interfaces:
             raise VarlinkError(INTERFACE_NOT_FOUND, {"interface": name})
         return {"description": self.interfaces[name].description}
+
+
+def close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        with suppress(OSError):
+            os.close(fd)
+    fds.clear()
+
+
+async def send_with_fds(writer: asyncio.StreamWriter, data: bytes, fds: list[int]) -> bytes:
+    """sendmsg() the start of `data` with SCM_RIGHTS on the connection's socket; returns what is left."""
+    transport_socket = writer.get_extra_info("socket")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=os.dup(transport_socket.fileno()))
+    try:
+        for _ in range(1000):
+            try:
+                sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
+                return data[sent:]
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+        raise ConnectionResetError("peer does not read")
+    finally:
+        sock.close()  # our duplicate only
 
 
 async def next_reply(replies: AsyncIterator[Parameters]) -> Parameters | None:

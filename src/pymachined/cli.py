@@ -12,6 +12,7 @@ from pathlib import Path
 from . import logs
 from .daemon import STATE_DIR, Config, Daemon, StartupError
 from .errors import MachineError
+from .scope import SYSTEM_SCOPE, ScopeError, user_scope
 
 
 def parse_level(text: str) -> str:
@@ -31,11 +32,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="emerg, alert, crit, err, warning, notice, info or debug (default: $SYSTEMD_LOG_LEVEL or info)",
     )
-    parser.add_argument("--state-dir", type=Path, default=STATE_DIR, help="machine state files (default: %(default)s)")
+    parser.add_argument(
+        "--user",
+        action="store_true",
+        help="run as the calling user's instance: the session bus, $XDG_RUNTIME_DIR/systemd/machine(s), "
+        "images in ~/.local/state/machines, machines of this user only",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help=f"machine state files (default: {STATE_DIR}, or $XDG_RUNTIME_DIR/systemd/machines with --user)",
+    )
     parser.add_argument(
         "--bus-address",
         default=None,
-        help="D-Bus address to serve on (default: the system bus, $DBUS_SYSTEM_BUS_ADDRESS)",
+        help="D-Bus address to serve on (default: the system bus, $DBUS_SYSTEM_BUS_ADDRESS; "
+        "with --user the session bus, $DBUS_SESSION_BUS_ADDRESS)",
     )
     parser.add_argument(
         "--unit-backend",
@@ -57,8 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = logs.LogSettings.from_environment(args.log_level)
     os.umask(0o022)
+    try:
+        scope = user_scope() if args.user else SYSTEM_SCOPE
+    except ScopeError as exc:
+        logging.getLogger("pymachined").error("%s", exc)
+        return 1
     daemon = Daemon(
         Config(
+            scope=scope,
             state_dir=args.state_dir,
             bus_address=args.bus_address,
             unit_backend=args.unit_backend,

@@ -22,6 +22,7 @@ from .bus.logcontrol import PATH as LOG_CONTROL_PATH
 from .bus.machine import MACHINE_INTERFACE, PREFIX, MachineObjects
 from .bus.manager import MANAGER_INTERFACE, PATH, machine_signal
 from .bus.polkit import process_authorizer
+from .images.paths import configure as configure_image_paths
 from .leader import LeaderWatch
 from .lifecycle import Lifecycle
 from .logs import LogSettings
@@ -31,6 +32,7 @@ from .operations import Operations
 from .ops.addresses import AddressReader
 from .ops.usermap import IdMapIndex
 from .registry import Registry
+from .scope import SYSTEM_SCOPE, RuntimeScope
 from .state import StateDirectory
 from .units import UnitBackend, UnitEvents
 from .units.cgroupfs import CgroupfsBackend
@@ -39,14 +41,12 @@ from .varlink.image import ImageApi
 from .varlink.machine import MachineApi
 from .varlink.server import Compat, VarlinkCall, VarlinkServer
 from .varlink.service import service_interface
-from .varlink.userdb import SOCKET as USERDB_SOCKET
 from .varlink.userdb import userdb_interface
 
 log = logging.getLogger(__name__)
 
 BUS_NAME: Final = "org.freedesktop.machine1"
-STATE_DIR: Final = Path("/run/systemd/machines")
-MACHINE_SOCKET_DIR: Final = Path("/run/systemd/machine")
+STATE_DIR: Final = SYSTEM_SCOPE.state_dir
 
 
 class StartupError(Exception):
@@ -55,12 +55,11 @@ class StartupError(Exception):
 
 @dataclass(slots=True)
 class Config:
-    state_dir: Path = STATE_DIR
-    bus_address: str | None = None
+    scope: RuntimeScope = SYSTEM_SCOPE
+    state_dir: Path | None = None  # default: the scope's
+    bus_address: str | None = None  # default: the system bus, or the session bus of --user
     unit_backend: str = "auto"  # auto, systemd, cgroupfs
     stop_timeout: float = 90.0  # cgroupfs: SIGTERM, then SIGKILL after this many seconds
-    userdb_socket: Path = USERDB_SOCKET
-    machine_socket_dir: Path = MACHINE_SOCKET_DIR
 
 
 class Daemon:
@@ -69,7 +68,7 @@ class Daemon:
     def __init__(self, config: Config, log_settings: LogSettings | None = None) -> None:
         self.config = config
         self.log_settings = log_settings or LogSettings.from_environment()
-        self.state = StateDirectory(config.state_dir)
+        self.state = StateDirectory(config.state_dir or config.scope.state_dir)
         self.registry = Registry(self.state)
         self.bus: MessageBus | None = None
         self.lifecycle: Lifecycle | None = None
@@ -83,10 +82,13 @@ class Daemon:
             if self.config.bus_address:
                 bus = MessageBus(bus_address=self.config.bus_address, negotiate_unix_fd=True)
             else:
-                bus = MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True)
+                bus_type = BusType.SESSION if self.config.scope.user else BusType.SYSTEM
+                bus = MessageBus(bus_type=bus_type, negotiate_unix_fd=True)
             self.bus = await bus.connect()
         except (OSError, ValueError) as exc:
-            raise StartupError(f"Failed to connect to the system bus: {exc}") from exc
+            which = "user" if self.config.scope.user else "system"
+            raise StartupError(f"Failed to connect to the {which} bus: {exc}") from exc
+        configure_image_paths(self.config.scope.images)
         events = UnitEvents()
         backend = await self._backend(events)
         lifecycle = Lifecycle(self.registry, backend, LeaderWatch(asyncio.get_running_loop()))
@@ -102,7 +104,9 @@ class Daemon:
             self.registry.on_removed.append(index.remove)
         addresses = AddressReader()
         self.registry.on_removed.append(addresses.forget)
-        services = Services(self.registry, lifecycle, uid_index, gid_index, addresses, Operations(), self.bus)
+        services = Services(
+            self.registry, lifecycle, uid_index, gid_index, addresses, Operations(), self.bus, self.config.scope.user
+        )
         dispatcher = Dispatcher(self.bus, services)
         objects = MachineObjects(self.registry)
         dispatcher.add_node(PATH, Node([MANAGER_INTERFACE]))
@@ -119,12 +123,15 @@ class Daemon:
         )
         self.registry.on_new.append(lambda m: self._signal("MachineNew", m))
         self.registry.on_removed.append(lambda m: self._signal("MachineRemoved", m))
-        self.registry.add_host()
-        self.userdb = VarlinkServer([userdb_interface(self.registry, uid_index, gid_index)], compat=Compat.V252)
-        try:
-            await self.userdb.listen(self.config.userdb_socket, mode=0o666)
-        except OSError as exc:
-            raise StartupError(f"Failed to bind {self.config.userdb_socket}: {exc}") from exc
+        if self.config.scope.with_host:
+            self.registry.add_host()
+        userdb_socket = self.config.scope.userdb_socket
+        if userdb_socket is not None:
+            self.userdb = VarlinkServer([userdb_interface(self.registry, uid_index, gid_index)], compat=Compat.V252)
+            try:
+                await self.userdb.listen(userdb_socket, mode=0o666)
+            except OSError as exc:
+                raise StartupError(f"Failed to bind {userdb_socket}: {exc}") from exc
         await self._serve_varlink(services)
         reply = await self.bus.request_name(BUS_NAME, NameFlag.DO_NOT_QUEUE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
@@ -141,16 +148,17 @@ class Daemon:
         def authorizer(call: VarlinkCall, interactive: bool) -> Authorize:
             return process_authorizer(bus, call.peer.pid, call.peer.uid, interactive)
 
+        scope = self.config.scope
         interfaces = [
-            MachineApi(services, authorizer).interface(),
+            MachineApi(services, authorizer, user_scope=scope.user).interface(),
             ImageApi(services, authorizer).interface(),
             service_interface(self.log_settings),
         ]
         self.varlink = VarlinkServer(interfaces, compat=Compat.V257)
         for name in ("io.systemd.Machine", "io.systemd.MachineImage"):
-            path = self.config.machine_socket_dir / name
+            path = scope.machine_socket_dir / name
             try:
-                await self.varlink.listen(path, mode=0o666)
+                await self.varlink.listen(path, mode=scope.socket_mode)
             except OSError as exc:
                 raise StartupError(f"Failed to bind {path}: {exc}") from exc
 

@@ -207,6 +207,8 @@ def test_shipped_files() -> None:
         "host-open-pty": ("auth_admin", "auth_admin", "auth_admin_keep"),
         "manage-machines": ("auth_admin", "auth_admin", "auth_admin_keep"),
         "manage-images": ("auth_admin", "auth_admin", "auth_admin_keep"),
+        "create-machine": ("auth_admin", "auth_admin", "auth_admin_keep"),
+        "register-machine": ("auth_admin", "auth_admin", "auth_admin_keep"),
     }
     assert sorted(actions) == sorted(f"org.freedesktop.machine1.{name}" for name in expected)
     for name, defaults in expected.items():
@@ -229,6 +231,8 @@ def test_polkit_reads_the_actions(machined: System) -> None:
             "host-open-pty",
             "manage-machines",
             "manage-images",
+            "create-machine",
+            "register-machine",
         )
     )
     verbose = machined.run("pkaction", "--verbose", "--action-id", "org.freedesktop.machine1.host-login").stdout

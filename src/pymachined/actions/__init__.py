@@ -34,3 +34,4 @@ class Services:
     addresses: AddressReader
     operations: Operations
     bus: Any = None  # the daemon's dbus-fast connection (login and shell reach systemd through it)
+    user_scope: bool = False  # a per-user instance (pymachined --user)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Final
 
+from ..errors import ErrorKind, MachineError
 from ..lifecycle import validate_kill
 from ..machine import Machine, MachineClass
 from ..operations import TOO_MANY_COPIES
@@ -13,7 +15,18 @@ from ..ops.addresses import LocalAddress, machine_addresses
 from ..ops.os_release import machine_os_release
 from ..ops.root import open_root
 from ..ops.uid_shift import uid_shift
+from ..ops.usermap import process_owned_by
 from . import Authorize, Services
+
+REGISTER_FOR_OTHERS: Final = "Only root may register machines for other users"
+
+
+def check_leader_owner(services: Services, leader: int, caller_uid: int) -> None:
+    """Who may register which leader (v258): root any; others only processes they own or whose user
+    namespace they own. A per-user instance registers only its user's processes, whoever asks."""
+    owner = os.getuid() if services.user_scope else caller_uid
+    if owner != 0 and not process_owned_by(leader, owner):
+        raise MachineError(ErrorKind.ACCESS_DENIED, REGISTER_FOR_OTHERS)
 
 
 async def terminate(services: Services, machine: Machine, authorize: Authorize) -> None:

@@ -303,7 +303,7 @@ class Dispatcher:
 
     async def _privileged(self, call: Call, interface: Interface, method: Method, obj: Any) -> Message | None:
         creds = await call.credentials()
-        if creds.uid != 0:
+        if creds.uid not in (0, os.getuid()):  # sd-bus: privileged, or the bus owner's own user
             raise BusReplyError(
                 f"{DBUS_ERROR}.AccessDenied",
                 f"Access to {interface.name}.{method.name}() not permitted.",
@@ -368,7 +368,7 @@ class Dispatcher:
             )
         if prop.privileged:
             creds = await call.credentials()
-            if creds.uid != 0:
+            if creds.uid not in (0, os.getuid()):
                 raise BusReplyError(
                     f"{DBUS_ERROR}.AccessDenied",
                     f"Access to {interface.name}.{prop.name}() not permitted.",

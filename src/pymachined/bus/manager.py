@@ -10,7 +10,8 @@ from dbus_fast import Message
 
 from ..actions import machines as machine_actions
 from ..errors import from_errno, invalid_args, machine_exists
-from ..images.pool import POOL_PATH, pool_limit, pool_usage
+from ..images import paths as image_paths
+from ..images.pool import pool_limit, pool_usage
 from ..leader import PidRef
 from ..lifecycle import Extras
 from ..machine import Machine, MachineClass
@@ -81,11 +82,13 @@ async def _validated(
 
 async def _register(call: Call, req: Registration, extras: Extras | None = None) -> Body:
     caller = await caller_of(call)
+    machine_actions.check_leader_owner(services(call), req.leader, caller.uid)
     return [services(call).lifecycle.register(req, caller, extras).object_path]
 
 
 async def _create(call: Call, req: Registration, scope_properties: list[Any], extras: Extras | None = None) -> Body:
     caller = await caller_of(call)
+    machine_actions.check_leader_owner(services(call), req.leader, caller.uid)
     properties: list[ScopeProperty] = [(name, v.signature, v.value) for name, v in scope_properties]
     started = await services(call).lifecycle.create(req, properties, caller, extras)
     machine = await started
@@ -294,7 +297,7 @@ def _interface() -> Interface:
     return Interface(
         INTERFACE,
         [
-            Property("PoolPath", "s", lambda _m: str(POOL_PATH), emits_change="false"),
+            Property("PoolPath", "s", lambda _m: str(image_paths.current().pool), emits_change="false"),
             Property("PoolUsage", "t", lambda _m: pool_usage(), emits_change="false"),
             Property("PoolLimit", "t", lambda _m: pool_limit(), emits_change="false"),
             Method("GetMachine", _get_machine, args("s name"), args("o machine")),

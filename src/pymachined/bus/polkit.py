@@ -72,9 +72,9 @@ def unix_process_subject(pid: int, uid: int) -> list[Any]:
 
 
 async def check_authorization(call: Call, action: str, details: dict[str, str]) -> None:
-    """Raise unless the D-Bus caller may do `action` (root always may)."""
+    """Raise unless the D-Bus caller may do `action` (root and the daemon's own user always may)."""
     creds = await call.credentials()
-    if creds.uid == 0:
+    if creds.uid in (0, os.getuid()):
         return
     subject = ["system-bus-name", {"name": Variant("s", call.sender)}]
     verdict = await ask_polkit(call.dispatcher.bus, subject, action, details, call.allows_interactive_authorization)

@@ -8,16 +8,9 @@ import stat
 from collections.abc import Sequence
 from typing import Final
 
+from . import paths
 from .image import HOST_IMAGE, Image, ImageType, make_image
 
-SEARCH_PATHS: Final = (
-    "/etc/machines",
-    "/run/machines",
-    "/var/lib/machines",
-    "/var/lib/container",
-    "/usr/local/lib/machines",
-    "/usr/lib/machines",
-)
 NAME_MAX: Final = 255
 RAW_SUFFIX: Final = ".raw"
 
@@ -52,10 +45,10 @@ def host_image() -> Image:
     return image
 
 
-def discover(search_paths: Sequence[str] = SEARCH_PATHS) -> dict[str, Image]:
+def discover(search_paths: Sequence[str] | None = None) -> dict[str, Image]:
     """All images, earlier directories shadowing later ones, `.host` last (image_discover)."""
     found: dict[str, Image] = {}
-    for directory in search_paths:
+    for directory in paths.current().search_paths if search_paths is None else search_paths:
         resolved = _resolved_directory(directory)
         if resolved is None:
             continue
@@ -80,16 +73,16 @@ def discover(search_paths: Sequence[str] = SEARCH_PATHS) -> dict[str, Image]:
             image = make_image(name, path, st)
             if image is not None:
                 found[name] = image
-    if HOST_IMAGE not in found:
+    if HOST_IMAGE not in found and paths.current().with_host:
         found[HOST_IMAGE] = host_image()
     return found
 
 
-def find(name: str, search_paths: Sequence[str] = SEARCH_PATHS) -> Image | None:
+def find(name: str, search_paths: Sequence[str] | None = None) -> Image | None:
     """The first image called `name` along the search path, else `.host`, else None (image_find)."""
     if not image_name_is_valid(name):
         return None
-    for directory in search_paths:
+    for directory in paths.current().search_paths if search_paths is None else search_paths:
         resolved = _resolved_directory(directory)
         if resolved is None:
             continue
@@ -117,13 +110,13 @@ def find(name: str, search_paths: Sequence[str] = SEARCH_PATHS) -> Image | None:
             raise
         if stat.S_ISREG(st.st_mode):
             return make_image(name, raw_path, st)
-    if name == HOST_IMAGE:
+    if name == HOST_IMAGE and paths.current().with_host:
         return host_image()
     return None
 
 
-def image_exists(name: str, search_paths: Sequence[str] = SEARCH_PATHS) -> bool:
+def image_exists(name: str, search_paths: Sequence[str] | None = None) -> bool:
     return find(name, search_paths) is not None
 
 
-__all__ = ["SEARCH_PATHS", "Image", "ImageType", "discover", "find", "image_exists", "image_name_is_valid"]
+__all__ = ["Image", "ImageType", "discover", "find", "image_exists", "image_name_is_valid"]

@@ -10,10 +10,10 @@ import struct
 from dataclasses import dataclass, field
 from typing import Final
 
+from . import paths
 from .discovery import image_name_is_valid
 from .image import HOST_IMAGE
 
-LOCK_DIR: Final = "/run/systemd/nspawn/locks"
 _F_RDLCK: Final = 0
 _F_WRLCK: Final = 1
 _F_UNLCK: Final = 2
@@ -97,9 +97,11 @@ class ImageLock:
 
 
 def _lock_dir() -> str:
-    os.makedirs("/run/systemd/nspawn", mode=0o755, exist_ok=True)
-    os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
-    return LOCK_DIR
+    """/run/systemd/nspawn/locks (as nspawn), or the per-user instance's own under $XDG_RUNTIME_DIR."""
+    lock_dir = paths.current().lock_dir
+    os.makedirs(os.path.dirname(lock_dir), mode=0o755, exist_ok=True)
+    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+    return lock_dir
 
 
 def image_path_lock(path: str, exclusive: bool) -> ImageLock:

@@ -19,11 +19,11 @@ from typing import Final
 from ..errors import MachineError, from_errno, not_supported
 from ..libc import libc as _libc
 from ..ops.copy import copy_file_data, copy_tree_at
-from . import btrfs, fsinfo
-from .discovery import SEARCH_PATHS, discover, find
+from . import btrfs, fsinfo, paths
+from .discovery import discover, find
 from .image import Image, ImageType
 from .lock import image_name_lock, image_path_lock
-from .pool import POOL_PATH, UINT64_MAX
+from .pool import UINT64_MAX
 
 NSPAWN_SETTINGS_DIRS: Final = ("/etc/systemd/nspawn", "/run/systemd/nspawn")
 LIMIT_MAX: Final = 2**63 - 1
@@ -102,7 +102,7 @@ def remove(image: Image) -> None:
             pass
 
 
-def rename(image: Image, new_name: str, search_paths: Sequence[str] = SEARCH_PATHS) -> str:
+def rename(image: Image, new_name: str, search_paths: Sequence[str] | None = None) -> str:
     """image_rename() after the name check; returns the new path."""
     _refuse_vendor_or_host(image)
     try:
@@ -227,11 +227,14 @@ def clone(
     image: Image,
     new_name: str,
     read_only: bool,
-    pool: str = str(POOL_PATH),
-    search_paths: Sequence[str] = SEARCH_PATHS,
+    pool: str | None = None,
+    search_paths: Sequence[str] | None = None,
     cancelled: Cancelled | None = None,
 ) -> None:
     """image_clone(): name lock, EEXIST, then snapshot/copy by type into the pool; side files after."""
+    if pool is None:
+        pool = str(paths.current().pool)
+        os.makedirs(pool, mode=0o700, exist_ok=True)  # a user's pool may not exist yet
     try:
         with image_name_lock(new_name):
             if find(new_name, search_paths) is not None:
@@ -345,8 +348,10 @@ def _setup_pool(pool: str) -> None:
         os.close(fd)
 
 
-def set_pool_limit(limit: int, pool: str = str(POOL_PATH)) -> None:
+def set_pool_limit(limit: int, pool: str | None = None) -> None:
     """SetPoolLimit after the range check: set up the pool, then its qgroup's and its subtree qgroup's limit."""
+    if pool is None:
+        pool = str(paths.current().pool)
     _setup_pool(pool)
     try:
         fd = os.open(pool, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY | os.O_NOFOLLOW)
@@ -366,7 +371,7 @@ def set_pool_limit(limit: int, pool: str = str(POOL_PATH)) -> None:
         os.close(fd)
 
 
-def clean_pool(mode: str, search_paths: Sequence[str] = SEARCH_PATHS) -> list[tuple[str, int]]:
+def clean_pool(mode: str, search_paths: Sequence[str] | None = None) -> list[tuple[str, int]]:
     """CleanPool's worker: remove all (or all hidden) non-vendor, non-host images; busy ones stay."""
     removed: list[tuple[str, int]] = []
     for image in discover(search_paths).values():

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Final
 
-POOL_PATH: Final = Path("/var/lib/machines")
+from . import paths
+
 UINT64_MAX: Final = 2**64 - 1
 _BTRFS_SUPER_MAGIC: Final = 0x9123683E
 
@@ -14,12 +14,13 @@ def _pool_quota() -> tuple[int, int, int, int] | None:
     from .btrfs import pool_quota
     from .fsinfo import fs_type_of
 
+    pool = str(paths.current().pool)
     try:
-        if fs_type_of(str(POOL_PATH)) != _BTRFS_SUPER_MAGIC:
+        if fs_type_of(pool) != _BTRFS_SUPER_MAGIC:
             return None
     except OSError:
         return None
-    return pool_quota(str(POOL_PATH))
+    return pool_quota(pool)
 
 
 def pool_usage() -> int:

@@ -71,6 +71,16 @@ def userns_owner(pid: int) -> int:
         os.close(fd)
 
 
+def process_owned_by(pid: int, uid: int) -> bool:
+    """The process runs as `uid`, or in a user namespace that `uid` created."""
+    try:
+        if os.stat(f"/proc/{pid}").st_uid == uid:
+            return True
+        return userns_owner(pid) == uid
+    except OSError:
+        return False
+
+
 def _noun(kind: Kind) -> str:
     return "user" if kind == "uid" else "group"
 

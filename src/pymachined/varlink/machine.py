@@ -24,7 +24,7 @@ from ..names import HOST_MACHINE, machine_name_is_valid
 from ..ops.addresses import LocalAddress
 from ..ops.os_release import NO_OS_RELEASE as NO_OS_RELEASE_TEXT
 from ..ops.uid_shift import uid_shift
-from ..ops.usermap import id_is_valid, map_from_machine, map_to_machine, userns_owner
+from ..ops.usermap import id_is_valid, map_from_machine, map_to_machine
 from ..registry import validate_registration
 from .idl_files import read_idl
 from .server import (
@@ -157,16 +157,6 @@ def _exists(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
 
 
-def _owned_by(pid: int, uid: int) -> bool:
-    """The process runs as `uid`, or in a user namespace `uid` owns."""
-    try:
-        if os.stat(f"/proc/{pid}").st_uid == uid:
-            return True
-        return userns_owner(pid) == uid
-    except OSError:
-        return False
-
-
 class MachineApi:
     """The io.systemd.Machine methods over the daemon's services."""
 
@@ -245,8 +235,10 @@ class MachineApi:
         await self._run(self.authorize(call, p)("create-machine" if allocate else "register-machine", details))
         if leader is None:
             leader = call.peer.pid
-        if not self.user_scope and call.peer.uid != 0 and not _owned_by(leader, call.peer.uid):
-            raise VarlinkError(PERMISSION_DENIED)
+        try:
+            actions.check_leader_owner(self.services, leader, call.peer.uid)
+        except MachineError:
+            raise VarlinkError(PERMISSION_DENIED) from None
         if self.services.registry.find(name) is not None:
             raise VarlinkError(MACHINE_EXISTS)
         if self.services.registry.by_leader.get(leader) is not None:

@@ -20,6 +20,8 @@ UNIT_LINK_PREFIX: Final = "unit:"
 def serialize(machine: Machine) -> str:
     """The state file contents 252 writes for `machine`, key for key."""
     lines = [HEADER, f"NAME={machine.name}\n"]
+    if machine.uid:  # newer machined's owner; never set for what 252 could register, so 252's bytes stay
+        lines.append(f"UID={machine.uid}\n")
     if machine.unit:
         lines.append(f"SCOPE={cescape(machine.unit)}\n")
     if machine.scope_job:
@@ -204,6 +206,8 @@ class StateDirectory:
             return
         env = parse_env(text)
         machine.unit = env.get("SCOPE", "")
+        if (owner := _parse_uint(env.get("UID"))) is not None and owner < 2**32 - 1:
+            machine.uid = owner
         machine.scope_job = env.get("SCOPE_JOB", "")
         machine.service = env.get("SERVICE", "")
         machine.root_directory = env.get("ROOT", "")

@@ -111,3 +111,126 @@ def machine_paths() -> list[str]:
     """Machine objects to aim Machine-interface calls at (never the kept machine)."""
     base = "/org/freedesktop/machine1/machine/"
     return [base + "_2ehost", base + "nosuch", base + "self", base + "_", base + "a_2fb"]
+
+
+# Varlink: every method of the machine socket with random, boundary and wrongly typed parameters
+
+JSON_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**64), 2**64),
+    st.floats(allow_nan=False, allow_infinity=False),
+    _text(30),
+)
+JSON_VALUES = st.recursive(
+    JSON_SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text(8), inner, max_size=4), max_leaves=8
+)
+# pid fields that act (kill, terminate, register) only ever name non-live PIDs or the caller (0)
+SAFE_PROCESS_IDS = st.one_of(
+    st.fixed_dictionaries({"pid": st.one_of(st.just(0), PIDS)}, optional={"pidfdId": UINT64, "bootId": _text(40)}),
+    JSON_SCALARS,
+)
+PROCESS_IDS = st.one_of(SAFE_PROCESS_IDS, st.fixed_dictionaries({"pid": INT32}), JSON_VALUES)
+
+
+def _fields(required: dict[str, st.SearchStrategy[Any]], optional: dict[str, st.SearchStrategy[Any]]) -> Any:
+    """Parameter objects: mostly well-typed fields, sometimes missing, wrongly typed, null or unknown ones."""
+    typed = st.fixed_dictionaries(required, optional=optional)
+    loose = st.dictionaries(st.sampled_from([*required, *optional, "bogus"]), JSON_VALUES, max_size=6)
+    return st.one_of(typed, typed, typed, loose)
+
+
+LOOKUP: dict[str, st.SearchStrategy[Any]] = {
+    "name": SAFE_TARGETS,
+    "pid": SAFE_PROCESS_IDS,
+    "allowInteractiveAuthentication": st.booleans(),
+}
+VIEW = {**LOOKUP, "name": NAMES, "pid": PROCESS_IDS}
+CLEAN_MODES = st.one_of(st.sampled_from(["all", "hidden", ""]), _text(8))
+
+# (method, parameter strategy)
+VARLINK_METHODS: list[tuple[str, st.SearchStrategy[Any]]] = [
+    (
+        "io.systemd.Machine.Register",
+        _fields(
+            {"name": NAMES, "class": CLASSES},
+            {
+                "id": st.one_of(_text(40), st.just("0123456789abcdef0123456789abcdef")),
+                "service": _text(20),
+                "leader": PIDS,
+                "leaderProcessId": SAFE_PROCESS_IDS,
+                "rootDirectory": PATHS,
+                "ifIndices": IFINDICES,
+                "vSockCid": UINT32,
+                "sshAddress": _text(20),
+                "sshPrivateKeyPath": PATHS,
+                "allocateUnit": st.booleans(),
+            },
+        ),
+    ),
+    ("io.systemd.Machine.Unregister", _fields({}, LOOKUP)),
+    ("io.systemd.Machine.Terminate", _fields({}, LOOKUP)),
+    (
+        "io.systemd.Machine.Kill",
+        _fields({"signal": INT32}, {**LOOKUP, "whom": st.sampled_from(["", "all", "leader", "supervisor", "x"])}),
+    ),
+    (
+        "io.systemd.Machine.List",
+        _fields({}, {**VIEW, "acquireMetadata": st.sampled_from(["no", "yes", "graceful", "maybe"])}),
+    ),
+    (
+        "io.systemd.Machine.Open",
+        _fields(
+            {"mode": st.sampled_from(["tty", "login", "shell", "x"])},
+            {**VIEW, "user": _text(10), "path": PATHS, "args": STRINGS, "environment": STRINGS},
+        ),
+    ),
+    ("io.systemd.Machine.MapFrom", _fields({}, {**VIEW, "uid": UINT32, "gid": UINT32})),
+    ("io.systemd.Machine.MapTo", _fields({}, {"uid": UINT32, "gid": UINT32})),
+    (
+        "io.systemd.Machine.BindMount",
+        _fields({"source": PATHS}, {**LOOKUP, "destination": PATHS, "readOnly": st.booleans(), "mkdir": st.booleans()}),
+    ),
+    (
+        "io.systemd.Machine.CopyFrom",
+        _fields({"source": PATHS}, {**LOOKUP, "destination": PATHS, "replace": st.booleans()}),
+    ),
+    (
+        "io.systemd.Machine.CopyTo",
+        _fields({"source": PATHS}, {**LOOKUP, "destination": PATHS, "replace": st.booleans()}),
+    ),
+    ("io.systemd.Machine.OpenRootDirectory", _fields({}, VIEW)),
+    (
+        "io.systemd.MachineImage.List",
+        _fields({}, {"name": IMAGE_NAMES, "acquireMetadata": st.sampled_from(["no", "yes", "graceful"])}),
+    ),
+    (
+        "io.systemd.MachineImage.Update",
+        _fields({"name": IMAGE_NAMES}, {"newName": IMAGE_NAMES, "readOnly": st.booleans(), "limit": UINT64}),
+    ),
+    (
+        "io.systemd.MachineImage.Clone",
+        _fields({"name": CLONE_SOURCES, "newName": IMAGE_NAMES}, {"readOnly": st.booleans()}),
+    ),
+    ("io.systemd.MachineImage.Remove", _fields({"name": IMAGE_NAMES}, {})),
+    ("io.systemd.MachineImage.SetPoolLimit", _fields({"limit": UINT64}, {})),
+    ("io.systemd.MachineImage.CleanPool", _fields({"mode": CLEAN_MODES}, {})),
+    ("io.systemd.service.Ping", _fields({}, {})),
+    ("io.systemd.service.SetLogLevel", _fields({}, {"level": st.integers(-2, 9)})),
+    ("io.systemd.service.GetEnvironment", _fields({}, {})),
+    ("io.systemd.service.Reload", _fields({}, {})),
+    ("org.varlink.service.GetInfo", _fields({}, {})),
+    ("org.varlink.service.GetInterfaceDescription", _fields({"interface": _text(30)}, {})),
+    ("io.systemd.Machine.Nope", _fields({}, {})),
+]
+
+
+def varlink_calls() -> st.SearchStrategy[dict[str, Any]]:
+    """Whole call objects: a method, its parameters, and sometimes `more` or `oneway`."""
+
+    def call(entry: tuple[str, st.SearchStrategy[Any]]) -> st.SearchStrategy[dict[str, Any]]:
+        method, parameters = entry
+        flags = st.sampled_from([{}, {}, {"more": True}, {"oneway": True}])
+        return st.tuples(parameters, flags).map(lambda pf: {"method": method, "parameters": pf[0], **pf[1]})
+
+    return st.sampled_from(VARLINK_METHODS).flatmap(call)

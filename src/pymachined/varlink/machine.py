@@ -165,20 +165,23 @@ class MachineApi:
         self.authorizer = authorizer
         self.user_scope = user_scope
 
-    def authorize(self, call: VarlinkCall, parameters: Parameters, owner: int | None = None) -> Authorize:
-        """Polkit for the peer; a machine's owner passes without asking (v258); nothing is asked per user."""
+    def authorize(
+        self, call: VarlinkCall, parameters: Parameters, machine: Machine | None = None, owner_may: bool = False
+    ) -> Authorize:
+        """Polkit for the peer, with the machine's `owner_uid` in the details (v258); the owner passes
+        without asking where `owner_may` (v258); a per-user instance asks nobody."""
         ask = self.authorizer(call, parameters.get("allowInteractiveAuthentication") is True)
 
         async def authorize(action: str, details: dict[str, str]) -> None:
-            if self.user_scope or (owner is not None and call.peer.uid == owner):
+            if self.user_scope:
                 return
+            if machine is not None:
+                if owner_may and call.peer.uid == machine.uid:
+                    return
+                details = {**details, "owner_uid": str(machine.uid)}
             await ask(action, details)
 
         return authorize
-
-    @staticmethod
-    def details(machine: Machine, **extra: str) -> dict[str, str]:
-        return {"machine": machine.name, "owner_uid": str(machine.uid), **extra}
 
     # lookup
 
@@ -285,12 +288,12 @@ class MachineApi:
         machine = self.find(call, p)
         if machine.machine_class is MachineClass.HOST:
             return {}  # as machined: finalizing the host does nothing
-        await self._run(actions.unregister(self.services, machine, self.authorize(call, p, machine.uid)))
+        await self._run(actions.unregister(self.services, machine, self.authorize(call, p, machine, owner_may=True)))
         return {}
 
     async def terminate(self, call: VarlinkCall, p: Parameters) -> Parameters:
         machine = self.find(call, p)
-        await self._run(actions.terminate(self.services, machine, self.authorize(call, p, machine.uid)))
+        await self._run(actions.terminate(self.services, machine, self.authorize(call, p, machine, owner_may=True)))
         return {}
 
     async def kill(self, call: VarlinkCall, p: Parameters) -> Parameters:
@@ -301,7 +304,9 @@ class MachineApi:
         whom = p.get("whom") or "all"
         if whom not in ("leader", "all"):
             raise invalid("whom")
-        await self._run(actions.kill(self.services, machine, whom, signum, self.authorize(call, p, machine.uid)))
+        await self._run(
+            actions.kill(self.services, machine, whom, signum, self.authorize(call, p, machine, owner_may=True))
+        )
         return {}
 
     async def list(self, call: VarlinkCall, p: Parameters) -> AsyncIterator[Parameters]:
@@ -370,7 +375,7 @@ class MachineApi:
     async def open(self, call: VarlinkCall, p: Parameters) -> Parameters:
         mode = p["mode"]
         machine = self.find(call, p)
-        authorize = self.authorize(call, p, machine.uid)
+        authorize = self.authorize(call, p, machine, owner_may=True)
         if mode == "tty":
             master, path = await self._run(actions.open_pty(machine, authorize))
         elif mode == "login":
@@ -461,7 +466,7 @@ class MachineApi:
             destination,
             bool(p.get("readOnly")),
             bool(p.get("mkdir")),
-            self.authorize(call, p),
+            self.authorize(call, p, machine),
         )
         await self._run(action)
         return {}
@@ -481,7 +486,7 @@ class MachineApi:
             flags = 1 if p.get("replace") else 0  # MACHINE_COPY_REPLACE
             await self._run(
                 actions.copy_files(
-                    self.services, machine, source, destination, to_container, flags, self.authorize(call, p)
+                    self.services, machine, source, destination, to_container, flags, self.authorize(call, p, machine)
                 )
             )
             return {}
@@ -490,7 +495,7 @@ class MachineApi:
 
     async def open_root_directory(self, call: VarlinkCall, p: Parameters) -> Parameters:
         machine = self.find(call, p)
-        fd = await self._run(actions.open_root_directory(machine, self.authorize(call, p)))
+        fd = await self._run(actions.open_root_directory(machine, self.authorize(call, p, machine)))
         call.fds.append(fd)
         return {"fileDescriptor": 0}
 

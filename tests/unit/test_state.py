@@ -104,3 +104,16 @@ def test_names_skip_hidden_links_and_invalid(tmp_path: Path) -> None:
 def test_parse_env_quotes_and_comments() -> None:
     text = '# c\n; c\nA=1\nB=\'two words\'\nC="x\\"y"\nD=a\\ b\nE\n'
     assert parse_env(text) == {"A": "1", "B": "two words", "C": 'x"y', "D": "a b"}
+
+
+def test_owner_uid_only_for_non_root_owners(tmp_path: Path) -> None:
+    """Newer machined's UID= line: written after NAME for a non-root owner, absent (252's bytes) for root."""
+    assert "UID=" not in serialize(full_machine())
+    owned = full_machine()
+    owned.uid = 65534
+    assert serialize(owned).splitlines()[1:3] == ["NAME=ctest", "UID=65534"]
+    d = StateDirectory(tmp_path)
+    d.save(owned)
+    loaded = Machine(name="ctest")
+    d.load(loaded)
+    assert loaded.uid == 65534

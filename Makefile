@@ -9,7 +9,7 @@ APT_PACKAGES := dbus-daemon dbus-bin libglib2.0-bin systemd-container libnss-mym
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PIP := $(VENV)/.pip-stamp
 
-.PHONY: all provision run test unit lint type check bench clean install uninstall
+.PHONY: all provision run test unit lint type check bench fuzz clean install uninstall
 
 all: test
 
@@ -55,6 +55,9 @@ type: provision
 
 bench: provision
 	@tests/harness/isolate $(VENV)/bin/python bench/run.py
+
+fuzz: provision
+	@tests/harness/isolate $(VENV)/bin/python bench/fuzz.py
 
 install:
 	@scripts/install

@@ -9,7 +9,7 @@ APT_PACKAGES := dbus-daemon dbus-bin libglib2.0-bin systemd-container libnss-mym
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PIP := $(VENV)/.pip-stamp
 
-.PHONY: all provision run test unit lint type check bench fuzz clean install uninstall
+.PHONY: all provision run test unit lint type check bench fuzz soak clean install uninstall
 
 all: test
 
@@ -58,6 +58,9 @@ bench: provision
 
 fuzz: provision
 	@tests/harness/isolate $(VENV)/bin/python bench/fuzz.py
+
+soak: provision
+	@tests/harness/isolate $(VENV)/bin/python bench/soak.py
 
 install:
 	@scripts/install

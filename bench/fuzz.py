@@ -103,6 +103,14 @@ def varlink_round(count: int, outcomes: collections.Counter[str]) -> None:
     run()
 
 
+def _find_all(text: str, needle: str) -> list[int]:
+    found, start = [], text.find(needle)
+    while start != -1:
+        found.append(start)
+        start = text.find(needle, start + 1)
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--calls", type=int, default=100_000, help="total calls, half per transport")
@@ -130,7 +138,9 @@ def main() -> int:
         healthy = s.daemon.poll() is None and '"name":"keep"' in raw_call(
             MACHINE, {"method": "io.systemd.Machine.List", "parameters": {"name": "keep"}}
         )
-        tracebacks = s.log_text().count("Traceback")
+        log_text = s.log_text()
+        tracebacks = log_text.count("Traceback")
+        excerpts = [log_text[max(0, i - 300) : i + 2500] for i in _find_all(log_text, "Traceback")][:5]
     total = sum(outcomes.values())
     print(f"# fuzzing run: {total} calls in {elapsed:.0f} s ({total / elapsed:.0f} calls/s)\n")
     print(f"- daemon fds {fds_before} → {fds_after}, RSS {rss_before} → {rss_after} KiB")
@@ -138,6 +148,8 @@ def main() -> int:
     print("| outcome | calls |\n|---|---|")
     for outcome, n in outcomes.most_common():
         print(f"| {outcome} | {n} |")
+    for excerpt in excerpts:
+        print(f"\n```\n{excerpt}\n```")
     unanswered = outcomes["dbus: NO REPLY"] + outcomes["varlink: NO FINAL REPLY"]
     return 0 if healthy and not tracebacks and not unanswered and total >= args.calls else 1
 

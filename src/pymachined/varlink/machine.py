@@ -6,6 +6,7 @@ the same action as its D-Bus twin (`pymachined.actions`), with polkit asked for 
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import uuid
@@ -21,8 +22,9 @@ from ..leader import PidRef
 from ..lifecycle import Caller, Extras
 from ..machine import Machine, MachineClass
 from ..names import HOST_MACHINE, machine_name_is_valid
-from ..ops.addresses import LocalAddress
+from ..ops.addresses import LocalAddress, machine_addresses
 from ..ops.os_release import NO_OS_RELEASE as NO_OS_RELEASE_TEXT
+from ..ops.os_release import machine_os_release
 from ..ops.uid_shift import uid_shift
 from ..ops.usermap import id_is_valid, map_from_machine, map_to_machine
 from ..registry import validate_registration
@@ -312,18 +314,27 @@ class MachineApi:
     async def list(self, call: VarlinkCall, p: Parameters) -> AsyncIterator[Parameters]:
         metadata = p.get("acquireMetadata") or "no"
         if p.get("name") is not None or p.get("pid") is not None:
-            yield await self.describe(self.find(call, p), metadata)
-            return
-        if not call.more:
+            machines = [self.find(call, p)]
+        elif not call.more:
             raise VarlinkError(EXPECTED_MORE)
-        machines = list(self.services.registry)
-        if not machines:
-            raise VarlinkError(NO_SUCH_MACHINE)
-        for each in machines:
-            yield await self.describe(each, metadata)
+        else:
+            machines = list(self.services.registry)
+            if not machines:
+                raise VarlinkError(NO_SUCH_MACHINE)
+        if metadata == "no":
+            for machine in machines:
+                yield self.describe(machine)
+            return
+        # all machines' metadata in one trip to a worker thread: netlink sockets and files, no fork
+        graceful = metadata == "graceful"
+        collected = await asyncio.to_thread(lambda: [self._metadata(m, graceful) for m in machines])
+        for machine, extra in zip(machines, collected, strict=True):
+            if isinstance(extra, Exception):
+                raise extra  # under "yes": what came before is sent, then this error
+            yield {**self.describe(machine), **extra}
 
-    async def describe(self, machine: Machine, metadata: str) -> Parameters:
-        """One List reply in machined's field order: empty fields left out, metadata added as asked."""
+    def describe(self, machine: Machine) -> Parameters:
+        """One List reply in machined's field order, empty fields left out."""
         reply: Parameters = {"name": machine.name}
         if machine.id and machine.id != bytes(16):
             reply["id"] = machine.id.hex()
@@ -346,31 +357,31 @@ class MachineApi:
             reply["sshAddress"] = machine.ssh_address
         if machine.ssh_private_key_path:
             reply["sshPrivateKeyPath"] = machine.ssh_private_key_path
-        if metadata != "no":
-            await self._metadata(machine, reply, graceful=metadata == "graceful")
         return reply
 
-    async def _metadata(self, machine: Machine, reply: Parameters, graceful: bool) -> None:
-        """Addresses, os-release and UID shift, from the cached netlink sockets and files: no fork."""
+    def _metadata(self, machine: Machine, graceful: bool) -> Parameters | Exception:
+        """Addresses, os-release and UID shift (blocking); under "yes" the first failure instead."""
+        extra: Parameters = {}
         try:
-            found = await actions.addresses(self.services, machine)
+            found = machine_addresses(machine, self.services.addresses)
             if found:
-                reply["addresses"] = [_address(a) for a in found]
+                extra["addresses"] = [_address(a) for a in found]
         except MachineError as error:
             if not graceful:
-                raise _metadata_error(error, NO_PRIVATE_NETWORKING) from None
+                return _metadata_error(error, NO_PRIVATE_NETWORKING)
         try:
-            fields = await actions.os_release(machine)
+            fields = machine_os_release(machine)
             if fields:
-                reply["OSRelease"] = [f"{key}={value}" for key, value in fields.items()]
+                extra["OSRelease"] = [f"{key}={value}" for key, value in fields.items()]
         except MachineError as error:
             if not graceful:
-                raise _metadata_error(error, NO_OS_RELEASE) from None
+                return _metadata_error(error, NO_OS_RELEASE)
         try:
-            reply["UIDShift"] = uid_shift(machine)
+            extra["UIDShift"] = uid_shift(machine)
         except MachineError as error:
             if not graceful:
-                raise _metadata_error(error, NO_UID_SHIFT) from None
+                return _metadata_error(error, NO_UID_SHIFT)
+        return extra
 
     async def open(self, call: VarlinkCall, p: Parameters) -> Parameters:
         mode = p["mode"]

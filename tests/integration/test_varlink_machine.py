@@ -282,6 +282,10 @@ def test_open_tty_and_root_directory(machined: System, foo: int) -> None:
         assert os.stat(f"/proc/self/fd/{reply.fds[0]}").st_ino == os.stat(root).st_ino
     finally:
         reply.close_fds()
+    # the varlink package reads no SCM_RIGHTS (the kernel drops the fd), but sees the same replies
+    assert machine("OpenRootDirectory", name="ctr") == {"fileDescriptor": 0}
+    opened = machine("Open", name="ctr", mode="tty")
+    assert opened["ptyFileDescriptor"] == 0 and opened["ptyPath"].startswith("/dev/pts/")
     assert machine_error("Open", name="ctr", mode="bogus") == invalid("mode")
     assert machine_error("Open", name="ctr") == invalid("mode")
     assert machine_error("Open", name="nosuch", mode="tty") == NO_SUCH_MACHINE

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +19,8 @@ from harness.differential import Transcript, assert_same_as_252
 from harness.rootfs import busybox_root
 from harness.system import PYMACHINED, REFERENCE_257, System, system
 from harness.trixie import IMAGE_SOCKET, MACHINE_SOCKET, ensure_trixie_root, varlinkctl
-from harness.varlink_raw import raw_call
+from harness.varlink_raw import raw_call, raw_call_as
 
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 PATTERNS = [
     (re.compile(r'"pidfdId":\d+'), '"pidfdId":N'),
     (re.compile(r'"(realtime|monotonic|creationTimestamp|modificationTimestamp)":\d+'), r'"\1":N'),
@@ -67,16 +65,8 @@ def varlinkctl_step(t: Transcript, *argv: str) -> None:
 
 
 def nobody(t: Transcript, socket: str, method: str, parameters: dict[str, Any]) -> None:
-    script = (
-        "import json,sys;sys.path.insert(0,sys.argv[1]);from harness.varlink_raw import raw_call;"
-        "print(raw_call(sys.argv[2], json.loads(sys.argv[3])))"
-    )
-    message = json.dumps({"method": method, "parameters": parameters})
-    tests = str(Path(__file__).parents[1])
-    result = subprocess.run(
-        [*NOBODY, "/usr/bin/python3", "-c", script, tests, socket, message], capture_output=True, text=True
-    )
-    t.note(f"as 65534: {message}", result.stdout + result.stderr)
+    message = {"method": method, "parameters": parameters}
+    t.note(f"as 65534: {json.dumps(message)}", raw_call_as(socket, message))
 
 
 def test_machine_api_same_as_257(tmp_path: Path) -> None:

@@ -148,6 +148,7 @@ LOOKUP: dict[str, st.SearchStrategy[Any]] = {
 VIEW = {**LOOKUP, "name": NAMES, "pid": PROCESS_IDS}
 CLEAN_MODES = st.one_of(st.sampled_from(["all", "hidden", ""]), _text(8))
 
+
 def _with_leader(parameters: Any) -> Any:
     """Register always names a (non-live) leader: without one the caller, the test itself, would lead."""
     if isinstance(parameters, dict) and "leader" not in parameters and "leaderProcessId" not in parameters:

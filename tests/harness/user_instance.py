@@ -7,7 +7,6 @@ on PYTHONPATH (the venv's own interpreter lives under /root, which the user cann
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Final
 
 from .system import REPO, Leader, Result, System, wait_for
+from .varlink_raw import raw_call_as
 
 UID: Final = 65534
 RUNTIME: Final = Path(f"/run/user/{UID}")
@@ -120,15 +120,8 @@ class UserInstance:
 
     def varlink(self, method: str, parameters: dict[str, object]) -> str:
         """A raw call on the user's io.systemd.Machine socket, made by the user."""
-        script = (
-            "import json,sys;sys.path.insert(0,sys.argv[1]);from harness.varlink_raw import raw_call;"
-            "print(raw_call(sys.argv[2], json.loads(sys.argv[3])))"
-        )
         socket = str(RUNTIME / "systemd/machine/io.systemd.Machine")
-        message = json.dumps({"method": method, "parameters": parameters})
-        result = self.run(str(SYSTEM_PYTHON), "-c", script, str(REPO / "tests"), socket, message)
-        assert result.returncode == 0, result.stderr
-        return result.stdout.strip()
+        return raw_call_as(socket, {"method": method, "parameters": parameters}, AS_USER, self.env())
 
     def leader(self, unit: str) -> Leader:
         """A process of the user's, parked in machine.slice/<unit> (a cgroup handed to the user)."""

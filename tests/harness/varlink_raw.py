@@ -6,8 +6,11 @@ import array
 import json
 import os
 import socket
+import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 
 @dataclass(slots=True)
@@ -67,3 +70,27 @@ def raw_call(path: str, message: dict[str, Any] | bytes, timeout: float = 5) -> 
     reply = raw_exchange(path, message, timeout)
     reply.close_fds()
     return reply.text
+
+
+NOBODY: Final = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+_AS_OTHER: Final = (
+    "import json,sys;sys.path.insert(0,sys.argv[1]);from harness.varlink_raw import raw_call;"
+    "print(raw_call(sys.argv[2], json.loads(sys.argv[3]), float(sys.argv[4])))"
+)
+
+
+def raw_call_as(
+    socket_path: str,
+    message: dict[str, Any],
+    user: Sequence[str] = NOBODY,
+    env: dict[str, str] | None = None,
+    timeout: float = 20,
+) -> str:
+    """raw_call() made by another user (`user` is the setpriv prefix; uid 65534 unless told), from the
+    system's python3, which every user may run (the venv's interpreter lives under /root)."""
+    tests = str(Path(__file__).resolve().parents[1])
+    argv = [*user, "/usr/bin/python3", "-c", _AS_OTHER, tests, socket_path, json.dumps(message), str(timeout)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 30, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"raw call as {' '.join(user)} failed: {result.stderr}")
+    return result.stdout.strip()

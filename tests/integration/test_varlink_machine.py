@@ -6,10 +6,8 @@ method, errors included; calls that pass file descriptors use the raw client, wh
 
 from __future__ import annotations
 
-import json
 import os
 import stat
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,12 +17,11 @@ import varlink
 
 from harness.rootfs import busybox_root
 from harness.system import System, wait_for
-from harness.varlink_raw import raw_call, raw_exchange
+from harness.varlink_raw import raw_call, raw_call_as, raw_exchange
 
 MACHINE = "/run/systemd/machine/io.systemd.Machine"
 IMAGE = "/run/systemd/machine/io.systemd.MachineImage"
 IDL_DIR = Path(__file__).parents[2] / "src/pymachined/varlink/idl"
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
 def vcall(interface: str, method: str, socket: str = MACHINE, more: bool = False, /, **parameters: Any) -> Any:
@@ -352,15 +349,7 @@ def test_copy_and_bind(machined: System, tmp_path: Path) -> None:
 
 def nobody_call(socket: str, method: str, parameters: dict[str, Any]) -> str:
     """A raw call made by uid 65534."""
-    script = (
-        "import json,sys;sys.path.insert(0,sys.argv[1]);from harness.varlink_raw import raw_call;"
-        "print(raw_call(sys.argv[2], json.loads(sys.argv[3])))"
-    )
-    message = {"method": method, "parameters": parameters}
-    argv = [*NOBODY, "/usr/bin/python3", "-c", script, str(Path(__file__).parents[1]), socket]
-    result = subprocess.run([*argv, json.dumps(message)], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
+    return raw_call_as(socket, {"method": method, "parameters": parameters})
 
 
 def test_unprivileged_peer(machined: System, foo: int) -> None:

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.system import Leader, System, wait_for
+from harness.varlink_raw import NOBODY, raw_call_as
 
 MACHINE = "/run/systemd/machine/io.systemd.Machine"
-NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 OK = '{"parameters":{}}'
 DENIED = '{"error":"org.varlink.service.PermissionDenied","parameters":{}}'
 INTERACTIVE = '{"error":"io.systemd.InteractiveAuthenticationRequired","parameters":{}}'
@@ -39,16 +39,7 @@ polkit.addRule(function(action, subject) {
 
 
 def as_nobody(method: str, parameters: dict[str, Any]) -> str:
-    script = (
-        "import json,sys;sys.path.insert(0,sys.argv[1]);from harness.varlink_raw import raw_call;"
-        "print(raw_call(sys.argv[2], json.loads(sys.argv[3]), timeout=20))"
-    )
-    message = json.dumps({"method": method, "parameters": parameters})
-    tests = str(Path(__file__).parents[1])
-    argv = [*NOBODY, "/usr/bin/python3", "-c", script, tests, MACHINE, message]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
+    return raw_call_as(MACHINE, {"method": method, "parameters": parameters})
 
 
 def nobody_leader(s: System, unit: str) -> Leader:

@@ -687,7 +687,7 @@ def main() -> int:
         workdir = Path(tmp)
         asyncio.run(run_main(cfg, res, workdir))
         netns_sizes = asyncio.run(run_netns(cfg, res, workdir))
-        clones = clone_table(workdir, size_mib=64 if args.quick else 1024, reps=1 if args.quick else 3)
+        clones = clone_table(workdir, size_mib=64 if args.quick else 1024, reps=2 if args.quick else 4)
     if cfg.netns_sizes and netns_sizes and netns_sizes[-1] != cfg.netns_sizes[-1]:
         res.notes.append(f"machinectl list measured with up to {netns_sizes[-1]} network namespaces")
     elapsed = time.perf_counter() - t_start

@@ -70,8 +70,8 @@ def _clone_once(s, target: str) -> float:  # type: ignore[no-untyped-def]
 def clone_table(workdir: Path, size_mib: int = 1024, reps: int = 3) -> str:
     """Markdown rows: file system, pymachined median, 252 median, ratio."""
     rows = [
-        f"| CloneImage of a {size_mib} MiB image | pymachined median | 252 median | ratio |",
-        "|---|---|---|---|",
+        f"| CloneImage of a {size_mib} MiB image | pymachined median | 252 median | ratio | samples (s) |",
+        "|---|---|---|---|---|",
     ]
     for fs in ("xfs", "ext4", "btrfs"):
         times: dict[str, list[float]] = {"pymachined": [], "machined252": []}
@@ -103,9 +103,10 @@ def clone_table(workdir: Path, size_mib: int = 1024, reps: int = 3) -> str:
             finally:
                 _drop_pool(loop)
         ours, ref = statistics.median(times["pymachined"]), statistics.median(times["machined252"])
+        samples = "; ".join(f"{name}: {' '.join(f'{t:.3f}' for t in values)}" for name, values in times.items())
         rows.append(
             f"| {fs} ({'reflink' if fs == 'xfs' else 'snapshot' if fs == 'btrfs' else 'copy'}) "
-            f"| {ours:.3f} s | {ref:.3f} s | {ours / ref:.2f} |"
+            f"| {ours:.3f} s | {ref:.3f} s | {ours / ref:.2f} | {samples} |"
         )
     return "\n".join(rows)
 
@@ -115,4 +116,4 @@ if __name__ == "__main__":
 
     size = int(sys.argv[1]) if len(sys.argv) > 1 else 1024
     with tempfile.TemporaryDirectory(prefix="pymachined-clone.") as tmp:
-        print(clone_table(Path(tmp), size_mib=size, reps=2))
+        print(clone_table(Path(tmp), size_mib=size, reps=4))

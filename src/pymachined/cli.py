@@ -12,7 +12,7 @@ from pathlib import Path
 from . import logs
 from .daemon import STATE_DIR, Config, Daemon, StartupError
 from .errors import MachineError
-from .scope import SYSTEM_SCOPE, ScopeError, user_scope
+from .scope import SYSTEM_SCOPE, ScopeError, relocated, user_scope
 
 
 def parse_level(text: str) -> str:
@@ -37,6 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run as the calling user's instance: the session bus, $XDG_RUNTIME_DIR/systemd/machine(s), "
         "images in ~/.local/state/machines, machines of this user only",
+    )
+    parser.add_argument(
+        "--runtime-dir",
+        type=Path,
+        default=None,
+        help="put the state files (machines/), the Varlink sockets (machine/) and the userdb socket (userdb/) "
+        "under this directory instead of /run/systemd or $XDG_RUNTIME_DIR/systemd (for trying it out)",
     )
     parser.add_argument(
         "--state-dir",
@@ -72,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(0o022)
     try:
         scope = user_scope() if args.user else SYSTEM_SCOPE
+        if args.runtime_dir is not None:
+            scope = relocated(scope, args.runtime_dir.absolute())
     except ScopeError as exc:
         logging.getLogger("pymachined").error("%s", exc)
         return 1

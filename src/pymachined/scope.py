@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import pwd
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
@@ -38,6 +38,16 @@ SYSTEM_SCOPE: Final = RuntimeScope(
     images=SYSTEM,
     with_host=True,
 )
+
+
+def relocated(scope: RuntimeScope, runtime_dir: Path) -> RuntimeScope:
+    """The scope with its state directory and sockets under `runtime_dir` (for `make run` and tests)."""
+    return replace(
+        scope,
+        state_dir=runtime_dir / "machines",
+        machine_socket_dir=runtime_dir / "machine",
+        userdb_socket=None if scope.userdb_socket is None else runtime_dir / "userdb/io.systemd.Machine",
+    )
 
 
 def user_scope(environ: Mapping[str, str] = os.environ) -> RuntimeScope:

@@ -36,6 +36,16 @@ def test_install_start_watchdog_activation_restart(tmp_path: Path) -> None:
         assert "ExecStart=/opt/pymachined-venv/bin/pymachined" in ct.run("cat", unit).stdout
         verify = ct.run("systemd-analyze", "verify", unit)
         assert verify.returncode == 0 and verify.output.strip() == "", verify.output
+        # the per-user instance: user unit, its activation alias, the session-bus activation file
+        user_unit = "/etc/systemd/user/pymachined.service"
+        assert "ExecStart=/opt/pymachined-venv/bin/pymachined --user" in ct.run("cat", user_unit).stdout
+        assert ct.run("readlink", "/etc/systemd/user/dbus-org.freedesktop.machine1.service").stdout == (
+            "pymachined.service\n"
+        )
+        session = ct.run("cat", "/usr/local/share/dbus-1/services/org.freedesktop.machine1.service").stdout
+        assert "SystemdService=dbus-org.freedesktop.machine1.service" in session.splitlines()
+        verify = ct.sh(f"XDG_RUNTIME_DIR=/tmp systemd-analyze --user verify {user_unit}")
+        assert verify.returncode == 0 and verify.output.strip() == "", verify.output
 
         # bus activation: the first machinectl call starts it
         assert show(ct, "pymachined.service", "ActiveState")["ActiveState"] == "inactive"
@@ -72,3 +82,5 @@ def test_install_start_watchdog_activation_restart(tmp_path: Path) -> None:
         # uninstall removes what install put there
         assert ct.run("/opt/pymachined-repo/scripts/uninstall").returncode == 0
         assert ct.run("test", "-e", unit).returncode == 1
+        assert ct.run("test", "-e", "/etc/systemd/user/pymachined.service").returncode == 1
+        assert ct.run("test", "-e", "/usr/local/share/dbus-1/services/org.freedesktop.machine1.service").returncode == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from pathlib import Path
 
@@ -84,3 +85,51 @@ def test_install_start_watchdog_activation_restart(tmp_path: Path) -> None:
         assert ct.run("test", "-e", unit).returncode == 1
         assert ct.run("test", "-e", "/etc/systemd/user/pymachined.service").returncode == 1
         assert ct.run("test", "-e", "/usr/local/share/dbus-1/services/org.freedesktop.machine1.service").returncode == 1
+
+
+USER_ENV = "XDG_RUNTIME_DIR=/run/user/1000 DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/1000/bus"
+USER_MANAGER = "busctl --user call org.freedesktop.machine1 /org/freedesktop/machine1 org.freedesktop.machine1.Manager"
+
+
+def test_user_instance_under_a_user_manager(tmp_path: Path) -> None:
+    """make install's user unit, activated on a real user's session bus by its systemd --user: the user
+    registers and creates machines of its own (scopes made by its user manager); the system sees none."""
+    with booted_container(tmp_path, machined="pymachined") as ct:
+        install = ct.run(
+            "env", "PYMACHINED_VENV=/opt/pymachined-venv", "/opt/pymachined-repo/scripts/install", timeout=120
+        )
+        assert install.returncode == 0, install.output
+        assert ct.sh("useradd -m -s /bin/sh alice && loginctl enable-linger alice").returncode == 0
+        ct.wait_until("test -S /run/user/1000/bus", "alice's session bus")
+
+        def alice(script: str):  # type: ignore[no-untyped-def]
+            return ct.sh(f"runuser -u alice -- env {USER_ENV} sh -c {shlex.quote(script)}")
+
+        # bus activation through the user manager
+        assert alice(f"{USER_MANAGER} ListMachines").stdout == "a(ssso) 0\n"
+        status = alice("systemctl --user show pymachined -p ActiveState -p StatusText").stdout
+        assert "ActiveState=active" in status and "StatusText=Processing requests..." in status
+        # RegisterMachine of a process in one of alice's units
+        register = f"{USER_MANAGER} RegisterMachine sayssus mine 0 '' container $$$$ ''; exec sleep infinity"
+        assert alice(f"systemd-run --user --unit=mine-leader --quiet sh -c {shlex.quote(register)}").returncode == 0
+        ct.wait_until(f"runuser -u alice -- env {USER_ENV} {USER_MANAGER} ListMachines | grep -q mine", "mine")
+        unit = alice(f"{USER_MANAGER} GetMachine s mine").stdout
+        assert unit.strip() == 'o "/org/freedesktop/machine1/machine/mine"'
+        # CreateMachine: alice's user manager makes the scope, under her user@.service
+        assert alice("systemd-run --user --unit=holder --quiet sleep infinity").returncode == 0
+        leader = alice("systemctl --user show holder -p MainPID --value").stdout.strip()
+        created = alice(f"{USER_MANAGER} CreateMachine 'sayssusa(sv)' c2 0 '' container {leader} '' 0")
+        assert created.stdout.strip() == 'o "/org/freedesktop/machine1/machine/c2"', created.output
+        scope = alice("systemctl --user show machine-c2.scope -p ActiveState -p ControlGroup").stdout
+        assert "ActiveState=active" in scope
+        assert "ControlGroup=/user.slice/user-1000.slice/user@1000.service/machine.slice/machine-c2.scope" in scope
+        assert alice(f"{USER_MANAGER} TerminateMachine s c2").returncode == 0
+        ct.wait_until(
+            f"runuser -u alice -- env {USER_ENV} systemctl --user show machine-c2.scope -p ActiveState "
+            "| grep -q ActiveState=inactive",
+            "machine-c2.scope to stop",
+        )
+        # the system instance knows nothing of alice's machines
+        assert "No machines." in ct.run("machinectl", "list", "--no-pager").stdout
+        assert ct.run("ls", "/run/user/1000/systemd/machines/mine").returncode == 0
+        assert ct.run("ls", "/run/systemd/machines/mine").returncode != 0

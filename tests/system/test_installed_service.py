@@ -88,6 +88,32 @@ def test_install_start_watchdog_activation_restart(tmp_path: Path) -> None:
 
 
 USER_ENV = "XDG_RUNTIME_DIR=/run/user/1000 DBUS_SESSION_BUS_ADDRESS=unix:path=/run/user/1000/bus"
+# What Debian's dbus-user-session and libpam-systemd would add for a user's systemd --user: its runtime
+# directory in the environment, and a socket-activated session bus. Written at test time, so the shared image
+# stays as the other booted tests expect it (with libpam-systemd in it, inner containers stop much more slowly).
+SESSION_BUS_UNITS = """
+mkdir -p /etc/systemd/system/user@.service.d
+printf '[Service]\\nEnvironment=XDG_RUNTIME_DIR=/run/user/%%i\\n' > /etc/systemd/system/user@.service.d/runtime-dir.conf
+systemctl daemon-reload
+mkdir -p /etc/systemd/user/sockets.target.wants
+cat > /etc/systemd/user/dbus.socket <<'UNIT'
+[Unit]
+Description=D-Bus User Message Bus Socket
+[Socket]
+ListenStream=%t/bus
+ExecStartPost=-/usr/bin/systemctl --user set-environment DBUS_SESSION_BUS_ADDRESS=unix:path=%t/bus
+[Install]
+WantedBy=sockets.target
+UNIT
+cat > /etc/systemd/user/dbus.service <<'UNIT'
+[Unit]
+Description=D-Bus User Message Bus
+Requires=dbus.socket
+[Service]
+ExecStart=/usr/bin/dbus-daemon --session --address=systemd: --nofork --nopidfile --systemd-activation --syslog-only
+UNIT
+ln -sf ../dbus.socket /etc/systemd/user/sockets.target.wants/dbus.socket
+"""
 USER_MANAGER = "busctl --user call org.freedesktop.machine1 /org/freedesktop/machine1 org.freedesktop.machine1.Manager"
 
 
@@ -99,6 +125,7 @@ def test_user_instance_under_a_user_manager(tmp_path: Path) -> None:
             "env", "PYMACHINED_VENV=/opt/pymachined-venv", "/opt/pymachined-repo/scripts/install", timeout=120
         )
         assert install.returncode == 0, install.output
+        assert ct.sh(SESSION_BUS_UNITS).returncode == 0
         assert ct.sh("useradd -m -s /bin/sh alice && loginctl enable-linger alice").returncode == 0
         ct.wait_until("test -S /run/user/1000/bus", "alice's session bus")
 

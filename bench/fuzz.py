@@ -23,12 +23,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from dbus_fast import Message, MessageType  # noqa: E402
+from dbus_fast import MessageType  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from harness.client import connect, manager_call  # noqa: E402
-from harness.fuzzing import METHODS, machine_paths, varlink_calls  # noqa: E402
+from harness.client import call_each  # noqa: E402
+from harness.fuzzing import draw_bus_call, varlink_calls  # noqa: E402
 from harness.system import PYMACHINED, in_isolation, system  # noqa: E402
 from harness.varlink_raw import raw_call, raw_exchange  # noqa: E402
 
@@ -43,39 +43,11 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-async def fire(calls: list[Message]) -> list[Message | None]:
-    bus = await connect(unix_fds=True)
-    try:
-        return [await asyncio.wait_for(bus.call(call), 30) for call in calls]
-    finally:
-        bus.disconnect()
-
-
 def dbus_round(count: int, outcomes: collections.Counter[str]) -> None:
     @settings(max_examples=count // BATCH, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(st.data())
     def run(data: st.DataObject) -> None:
-        calls = []
-        for _ in range(BATCH):
-            member, signature, strategy = data.draw(st.sampled_from(METHODS))
-            body = data.draw(strategy)
-            path = (
-                "/org/freedesktop/machine1" if data.draw(st.booleans()) else data.draw(st.sampled_from(machine_paths()))
-            )
-            if path == "/org/freedesktop/machine1":
-                calls.append(manager_call(member, signature, body))
-            else:
-                calls.append(
-                    Message(
-                        destination="org.freedesktop.machine1",
-                        path=path,
-                        interface="org.freedesktop.machine1.Machine",
-                        member=member,
-                        signature=signature,
-                        body=body,
-                    )
-                )
-        for reply in asyncio.run(fire(calls)):
+        for reply in asyncio.run(call_each([draw_bus_call(data) for _ in range(BATCH)])):
             if reply is None or reply.message_type not in (MessageType.METHOD_RETURN, MessageType.ERROR):
                 outcomes["dbus: NO REPLY"] += 1
                 continue

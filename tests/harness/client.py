@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from dbus_fast import BusType, Message
@@ -25,6 +26,15 @@ def manager_call(member: str, signature: str = "", body: Sequence[object] = (), 
         body=list(body),
         unix_fds=list(fds),
     )
+
+
+async def call_each(calls: Sequence[Message], timeout: float = 30) -> list[Message | None]:
+    """Each call in turn on one fresh connection (fd passing on), awaiting every reply."""
+    bus = await connect(unix_fds=True)
+    try:
+        return [await asyncio.wait_for(bus.call(call), timeout) for call in calls]
+    finally:
+        bus.disconnect()
 
 
 async def add_match(bus: MessageBus, rule: str) -> None:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from dbus_fast import Message
 from hypothesis import strategies as st
+
+from .client import manager_call
 
 # D-Bus strings are UTF-8 without NUL: the client library refuses anything else before sending
 CHARACTERS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
@@ -111,6 +114,22 @@ def machine_paths() -> list[str]:
     """Machine objects to aim Machine-interface calls at (never the kept machine)."""
     base = "/org/freedesktop/machine1/machine/"
     return [base + "_2ehost", base + "nosuch", base + "self", base + "_", base + "a_2fb"]
+
+
+def draw_bus_call(data: st.DataObject) -> Message:
+    """A random method of METHODS, on the Manager or (the same member) on a machine object."""
+    member, signature, strategy = data.draw(st.sampled_from(METHODS))
+    body = data.draw(strategy)
+    if data.draw(st.booleans()):
+        return manager_call(member, signature, body)
+    return Message(
+        destination="org.freedesktop.machine1",
+        path=data.draw(st.sampled_from(machine_paths())),
+        interface="org.freedesktop.machine1.Machine",
+        member=member,
+        signature=signature,
+        body=body,
+    )
 
 
 # Varlink: every method of the machine socket with random, boundary and wrongly typed parameters

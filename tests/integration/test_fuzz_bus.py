@@ -14,8 +14,8 @@ from dbus_fast import Message, MessageType
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.client import connect, manager_call
-from harness.fuzzing import METHODS, machine_paths
+from harness.client import call_each
+from harness.fuzzing import draw_bus_call
 from harness.system import System
 
 
@@ -24,17 +24,6 @@ def healthy(s: System) -> list[str]:
     assert result.returncode == 0, result.output
     assert s.daemon is not None and s.daemon.poll() is None
     return sorted(result.stdout.split('"')[1::2])
-
-
-async def fire(calls: list[Message]) -> list[Message | None]:
-    bus = await connect(unix_fds=True)
-    try:
-        replies = []
-        for call in calls:
-            replies.append(await asyncio.wait_for(bus.call(call), 30))
-        return replies
-    finally:
-        bus.disconnect()
 
 
 def test_fuzz_every_method(machined: System) -> None:
@@ -46,25 +35,7 @@ def test_fuzz_every_method(machined: System) -> None:
     @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(st.data())
     def run(data: st.DataObject) -> None:
-        calls = []
-        for _ in range(10):
-            member, signature, strategy = data.draw(st.sampled_from(METHODS))
-            body = data.draw(strategy)
-            if data.draw(st.booleans()):
-                calls.append(manager_call(member, signature, body))
-            else:  # the same member on a machine object, where one exists
-                path = data.draw(st.sampled_from(machine_paths()))
-                calls.append(
-                    Message(
-                        destination="org.freedesktop.machine1",
-                        path=path,
-                        interface="org.freedesktop.machine1.Machine",
-                        member=member,
-                        signature=signature,
-                        body=body,
-                    )
-                )
-        received.extend(asyncio.run(fire(calls)))
+        received.extend(asyncio.run(call_each([draw_bus_call(data) for _ in range(10)])))
 
     run()
     assert len(received) == 2000

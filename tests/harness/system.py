@@ -40,6 +40,18 @@ def in_isolation() -> bool:
     return os.environ.get("PYMACHINED_ISOLATED") == "1" and os.path.ismount("/run")
 
 
+def client_env() -> dict[str, str]:
+    """The environment clients run in: the test bus, no pager, no colours, C.UTF-8, UTC."""
+    env = dict(os.environ)
+    env["DBUS_SYSTEM_BUS_ADDRESS"] = BUS_ADDRESS
+    env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+    env["SYSTEMD_PAGER"] = ""
+    env["SYSTEMD_COLORS"] = "0"
+    env["LC_ALL"] = "C.UTF-8"
+    env["TZ"] = "UTC"
+    return env
+
+
 @dataclass(frozen=True, slots=True)
 class Implementation:
     """A machined to test: pymachined or the reference systemd-machined 252."""
@@ -101,14 +113,7 @@ class System:
     # bus and daemon
 
     def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["DBUS_SYSTEM_BUS_ADDRESS"] = BUS_ADDRESS
-        env.pop("DBUS_SESSION_BUS_ADDRESS", None)
-        env["SYSTEMD_PAGER"] = ""
-        env["SYSTEMD_COLORS"] = "0"
-        env["LC_ALL"] = "C.UTF-8"
-        env["TZ"] = "UTC"
-        return env
+        return client_env()
 
     def start_bus(self) -> None:
         config = self.workdir / "system-bus.conf"

@@ -12,12 +12,11 @@ image directories bound in, no PID namespace. Only valid inside tests/harness/is
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 from typing import Final
 
-from harness.system import BUS_ADDRESS, HARNESS, REFERENCE_257, Result
+from harness.system import HARNESS, REFERENCE_257, Result, client_env
 
 BUILD_SCRIPT: Final = HARNESS / "build-debian-root"
 IN_TRIXIE: Final = HARNESS / "in-trixie"
@@ -44,23 +43,11 @@ def ensure_trixie_root() -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-def _env() -> dict[str, str]:
-    """As System.env(): the test bus, no pager, no colours, C.UTF-8, UTC."""
-    env = dict(os.environ)
-    env["DBUS_SYSTEM_BUS_ADDRESS"] = BUS_ADDRESS
-    env.pop("DBUS_SESSION_BUS_ADDRESS", None)
-    env["SYSTEMD_PAGER"] = ""
-    env["SYSTEMD_COLORS"] = "0"
-    env["LC_ALL"] = "C.UTF-8"
-    env["TZ"] = "UTC"
-    return env
-
-
 def in_trixie(*argv: str, input: str | None = None, timeout: float = 30, env: dict[str, str] | None = None) -> Result:
     """Run argv (a path inside the Debian 13 root, or a name on its PATH) through in-trixie."""
     proc = subprocess.run(
         [str(IN_TRIXIE), *argv],
-        env={**_env(), **(env or {})},
+        env={**client_env(), **(env or {})},
         input=input,
         capture_output=True,
         text=True,

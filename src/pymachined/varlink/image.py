@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Final
 
-from ..actions import Services
+from ..actions import Authorize, Services
 from ..actions import images as actions
 from ..errors import ErrorKind, MachineError
 from ..images import discovery
 from ..images.image import Image
 from ..images.pool import UINT64_MAX
 from .idl_files import read_idl
-from .machine import AuthorizerFactory, invalid, strict
+from .machine import AuthorizerFactory, allows_interaction, invalid, strict
 from .server import EXPECTED_MORE, Handler, Interface, Parameters, VarlinkCall, VarlinkError
 
 INTERFACE: Final = "io.systemd.MachineImage"
@@ -47,9 +47,13 @@ class ImageApi:
 
     def _check_operations(self) -> None:
         """Clone, Remove and CleanPool refuse before they read their parameters."""
-        operations = self.services.operations
-        if operations.running >= operations.limit:
-            raise VarlinkError(TOO_MANY_OPERATIONS)
+        try:
+            self.services.operations.check()
+        except MachineError as error:
+            raise _translate(error) from None
+
+    def _authorize(self, call: VarlinkCall, p: Parameters) -> Authorize:
+        return self.authorizer(call, allows_interaction(p))
 
     def _image(self, name: str) -> Image:
         if not discovery.image_name_is_valid(name):
@@ -120,7 +124,7 @@ class ImageApi:
         if new_name is not None and not discovery.image_name_is_valid(new_name):
             raise invalid("newName")
         image = self._image(p["name"])
-        authorize = self.authorizer(call, p.get("allowInteractiveAuthentication") is True)
+        authorize = self._authorize(call, p)
         limit = p.get("limit")
         if limit is not None and (type(limit) is not int or limit < 0):
             raise invalid("limit")
@@ -141,14 +145,14 @@ class ImageApi:
         if not discovery.image_name_is_valid(new_name):
             raise invalid("newName")
         image = self._image(p["name"])
-        authorize = self.authorizer(call, p.get("allowInteractiveAuthentication") is True)
+        authorize = self._authorize(call, p)
         await _run(actions.clone(self.services, image, new_name, bool(p.get("readOnly")), authorize))
         return {}
 
     async def remove(self, call: VarlinkCall, p: Parameters) -> Parameters:
         self._check_operations()
         image = self._image(p["name"])
-        authorize = self.authorizer(call, p.get("allowInteractiveAuthentication") is True)
+        authorize = self._authorize(call, p)
         await _run(actions.remove(self.services, image, authorize))
         return {}
 
@@ -156,13 +160,13 @@ class ImageApi:
         limit = p["limit"]
         if type(limit) is not int or limit < 0:
             raise invalid("limit")
-        authorize = self.authorizer(call, p.get("allowInteractiveAuthentication") is True)
+        authorize = self._authorize(call, p)
         await _run(actions.set_pool_limit(limit, authorize))
         return {}
 
     async def clean_pool(self, call: VarlinkCall, p: Parameters) -> AsyncIterator[Parameters]:
         self._check_operations()
-        authorize = self.authorizer(call, p.get("allowInteractiveAuthentication") is True)
+        authorize = self._authorize(call, p)
         removed = await _run(actions.clean_pool(self.services, p["mode"], authorize))
         if not removed:
             raise VarlinkError(NO_SUCH_IMAGE)

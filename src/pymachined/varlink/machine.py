@@ -131,6 +131,11 @@ def process_id(pid: int, ref: PidRef | None) -> Parameters:
     return value
 
 
+def allows_interaction(parameters: Parameters) -> bool:
+    """The polkit field every privileged method takes."""
+    return parameters.get("allowInteractiveAuthentication") is True
+
+
 def reject_nulls(parameters: Parameters) -> None:
     """machined's dispatch tables take no explicit null, nullable in the IDL or not."""
     for key, value in parameters.items():
@@ -172,7 +177,7 @@ class MachineApi:
     ) -> Authorize:
         """Polkit for the peer, with the machine's `owner_uid` in the details (v258); the owner passes
         without asking where `owner_may` (v258); a per-user instance asks nobody."""
-        ask = self.authorizer(call, parameters.get("allowInteractiveAuthentication") is True)
+        ask = self.authorizer(call, allows_interaction(parameters))
 
         async def authorize(action: str, details: dict[str, str]) -> None:
             if self.user_scope:
@@ -484,9 +489,10 @@ class MachineApi:
 
     def copy(self, to_container: bool) -> Handler:
         async def handler(call: VarlinkCall, p: Parameters) -> Parameters:
-            operations = self.services.operations
-            if operations.running >= operations.limit:  # machined refuses before it reads the parameters
-                raise VarlinkError(TOO_MANY_OPERATIONS)
+            try:  # machined refuses before it reads the parameters
+                self.services.operations.check()
+            except MachineError as error:
+                raise _translate(error) from None
             machine = self.find(call, p)
             source = p["source"]
             if not source.startswith("/"):

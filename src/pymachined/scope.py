@@ -26,7 +26,11 @@ class RuntimeScope:
     userdb_socket: Path | None  # no userdb records for a user's machines
     socket_mode: int
     images: ImagePaths
-    with_host: bool  # the `.host` machine
+
+    @property
+    def with_host(self) -> bool:
+        """The `.host` machine, there exactly when `.host` is an image."""
+        return self.images.with_host
 
 
 SYSTEM_SCOPE: Final = RuntimeScope(
@@ -36,7 +40,6 @@ SYSTEM_SCOPE: Final = RuntimeScope(
     userdb_socket=Path("/run/systemd/userdb/io.systemd.Machine"),
     socket_mode=0o666,
     images=SYSTEM,
-    with_host=True,
 )
 
 
@@ -64,5 +67,4 @@ def user_scope(environ: Mapping[str, str] = os.environ) -> RuntimeScope:
         userdb_socket=None,
         socket_mode=0o600,
         images=user_paths(home, runtime_dir, state_home),
-        with_host=False,
     )

@@ -30,6 +30,7 @@ from .machine import Machine
 from .notify import notify, watchdog_interval
 from .operations import Operations
 from .ops.addresses import AddressReader
+from .ops.os_release_cache import OsReleaseCache
 from .ops.usermap import IdMapIndex
 from .registry import Registry
 from .scope import SYSTEM_SCOPE, RuntimeScope
@@ -104,8 +105,18 @@ class Daemon:
             self.registry.on_removed.append(index.remove)
         addresses = AddressReader()
         self.registry.on_removed.append(addresses.forget)
+        os_release = OsReleaseCache()
+        self.registry.on_removed.append(lambda machine: os_release.forget(machine.name))
         services = Services(
-            self.registry, lifecycle, uid_index, gid_index, addresses, Operations(), self.bus, self.config.scope.user
+            self.registry,
+            lifecycle,
+            uid_index,
+            gid_index,
+            addresses,
+            Operations(),
+            os_release,
+            self.bus,
+            self.config.scope.user,
         )
         dispatcher = Dispatcher(self.bus, services)
         objects = MachineObjects(self.registry)

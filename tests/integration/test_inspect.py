@@ -36,6 +36,10 @@ def test_addresses_stay_current_without_reconnecting(machined: System) -> None:
             ["nsenter", "-t", str(proc.pid), "-n", "ip", "addr", "del", "192.0.2.5/24", "dev", "host0"], check=True
         )
         assert "2 4 192 0 2 5" not in addresses(machined, "live")
+        # the answers are kept between changes, and an interface going takes its addresses along
+        assert addresses(machined, "live") == addresses(machined, "live")
+        subprocess.run(["nsenter", "-t", str(proc.pid), "-n", "ip", "link", "del", "host0"], check=True)
+        assert "198 51 100 9" not in addresses(machined, "live")
         # one socket per namespace, opened once: no helper process is forked per call
         children = subprocess.run(["pgrep", "-P", str(machined.daemon.pid)], capture_output=True, text=True)
         assert children.stdout == ""
@@ -52,6 +56,36 @@ def test_os_release_of_a_chroot_without_proc(machined: System) -> None:
     assert machined.manager_call("GetMachineOSRelease", "s", "bare").stdout.startswith(
         'a{ss} 4 "ID" "bare" "VERSION_ID" "3"'
     )
+
+
+def test_os_release_stays_current_inside_a_container(machined: System) -> None:
+    """The answer is cached, but every change a process in the container could see shows at once:
+    a rewrite, a replacement by rename, etc/os-release becoming a file, a mount over /etc."""
+    root = busybox_root(machined.workdir / "osr", os_id="one", version_id="1")
+    leader = machined.container_leader("machine-osr.scope", root)
+    machined.register("osr", leader)
+
+    def os_release() -> str:
+        done = machined.manager_call("GetMachineOSRelease", "s", "osr")
+        assert done.returncode == 0, done.output
+        return done.stdout
+
+    assert '"ID" "one" "VERSION_ID" "1"' in os_release()
+    assert '"ID" "one" "VERSION_ID" "1"' in os_release()
+    (root / "usr/lib/os-release").write_text("ID=one\nVERSION_ID=2\n")
+    assert os_release() == 'a{ss} 2 "ID" "one" "VERSION_ID" "2"\n'
+    (root / "usr/lib/os-release.new").write_text("ID=two\n")
+    (root / "usr/lib/os-release.new").rename(root / "usr/lib/os-release")
+    assert os_release() == 'a{ss} 1 "ID" "two"\n'
+    (root / "etc/os-release").unlink()
+    (root / "etc/os-release").write_text("ID=three\n")
+    assert os_release() == 'a{ss} 1 "ID" "three"\n'
+    # a mount only the container sees
+    script = "mount -t tmpfs tmpfs /etc && echo ID=mounted > /etc/os-release"
+    subprocess.run(["nsenter", "-t", str(leader.pid), "-m", "-r", "/bin/sh", "-c", script], check=True)
+    assert os_release() == 'a{ss} 1 "ID" "mounted"\n'
+    subprocess.run(["nsenter", "-t", str(leader.pid), "-m", "-r", "/bin/umount", "/etc"], check=True)
+    assert os_release() == 'a{ss} 1 "ID" "three"\n'
 
 
 @needs_nspawn

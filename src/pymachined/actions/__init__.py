@@ -15,6 +15,7 @@ from typing import Any
 from ..lifecycle import Lifecycle
 from ..operations import Operations
 from ..ops.addresses import AddressReader
+from ..ops.os_release_cache import OsReleaseCache
 from ..ops.usermap import IdMapIndex
 from ..registry import Registry
 
@@ -33,5 +34,6 @@ class Services:
     gid_index: IdMapIndex
     addresses: AddressReader
     operations: Operations
+    os_release: OsReleaseCache
     bus: Any = None  # the daemon's dbus-fast connection (login and shell reach systemd through it)
     user_scope: bool = False  # a per-user instance (pymachined --user)

@@ -12,6 +12,7 @@ from ..machine import Machine, MachineClass
 from ..operations import TOO_MANY_COPIES
 from ..ops import bind, copy, pty, shell
 from ..ops.addresses import LocalAddress, machine_addresses
+from ..ops.os_release import cached_os_release as cached
 from ..ops.os_release import machine_os_release
 from ..ops.root import open_root
 from ..ops.uid_shift import uid_shift
@@ -46,12 +47,17 @@ async def unregister(services: Services, machine: Machine, authorize: Authorize)
         services.lifecycle.unregister(machine)
 
 
-async def addresses(services: Services, machine: Machine) -> list[LocalAddress]:
-    return await asyncio.to_thread(machine_addresses, machine, services.addresses)
+def addresses(services: Services, machine: Machine) -> list[LocalAddress]:
+    return machine_addresses(machine, services.addresses)
 
 
-async def os_release(machine: Machine) -> dict[str, str]:
-    return await asyncio.to_thread(machine_os_release, machine)
+def cached_os_release(services: Services, machine: Machine) -> dict[str, str] | None:
+    """The os-release fields if known and unchanged (no file system access), else None: use os_release()."""
+    return cached(machine, services.os_release)
+
+
+async def os_release(services: Services, machine: Machine) -> dict[str, str]:
+    return await asyncio.to_thread(machine_os_release, machine, services.os_release)
 
 
 async def open_root_directory(machine: Machine, authorize: Authorize) -> int:

@@ -50,9 +50,8 @@ async def kill(call: Call, machine: Machine, who: str, signum: int) -> Body:
     return []
 
 
-async def get_addresses(call: Call, machine: Machine) -> Body:
-    found = await actions.addresses(services(call), machine)
-    return [[[a.family, a.address] for a in found]]
+def get_addresses(call: Call, machine: Machine) -> Body:
+    return [[[a.family, a.address] for a in actions.addresses(services(call), machine)]]
 
 
 def get_ssh_info(call: Call, machine: Machine) -> Body:
@@ -61,8 +60,15 @@ def get_ssh_info(call: Call, machine: Machine) -> Body:
     return [machine.ssh_address, machine.ssh_private_key_path]
 
 
-async def get_os_release(call: Call, machine: Machine) -> Body:
-    return [await actions.os_release(machine)]
+def get_os_release(call: Call, machine: Machine) -> Body | Awaitable[Body]:
+    fields = actions.cached_os_release(services(call), machine)
+    if fields is not None:
+        return [fields]
+    return _read_os_release(call, machine)
+
+
+async def _read_os_release(call: Call, machine: Machine) -> Body:
+    return [await actions.os_release(services(call), machine)]
 
 
 def get_uid_shift(call: Call, machine: Machine) -> Body:

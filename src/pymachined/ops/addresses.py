@@ -1,7 +1,14 @@
-"""Local addresses of a network namespace, read over rtnetlink without forking."""
+"""Local addresses of a network namespace, read over rtnetlink without forking.
+
+Each namespace gets two rtnetlink sockets, opened once: one to dump its addresses, one subscribed to
+its address changes. The dump is kept until the second socket has anything to read (or overflowed),
+so an answer is a non-blocking receive when nothing changed, and never older than the last change the
+kernel announced before the call.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -27,6 +34,8 @@ IFA_RT_PRIORITY: Final = 9
 IFA_F_DEPRECATED: Final = 0x20
 RT_SCOPE_HOST: Final = 254
 RT_SCOPE_NOWHERE: Final = 255
+RTMGRP_IPV4_IFADDR: Final = 0x10
+RTMGRP_IPV6_IFADDR: Final = 0x100
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -102,68 +111,109 @@ def _parse_addr(payload: bytes) -> LocalAddress | None:
     return LocalAddress(family=family, address=address, ifindex=ifindex, scope=scope, metric=metric)
 
 
-def _netlink_socket() -> socket.socket:
+def _netlink_socket(groups: int = 0) -> socket.socket:
     sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
-    sock.bind((0, 0))
+    sock.bind((0, groups))
     return sock
 
 
+@dataclass(eq=False, slots=True)
+class _Namespace:
+    """The sockets of one network namespace and its last dump."""
+
+    query: socket.socket
+    changes: socket.socket  # non-blocking, member of the address groups: readable = the dump is stale
+    lock: threading.Lock
+    dump: list[LocalAddress] | None = None
+
+    def current(self) -> list[LocalAddress]:
+        with self.lock:
+            if _drained_any(self.changes) or self.dump is None:
+                self.dump = dump_addresses(self.query)
+            return self.dump
+
+    def close(self) -> None:
+        self.query.close()
+        self.changes.close()
+
+
+def _drained_any(sock: socket.socket) -> bool:
+    """Read everything queued on a non-blocking socket; whether there was anything (or an overflow)."""
+    seen = False
+    while True:
+        try:
+            if not sock.recv(65536):
+                return seen
+        except BlockingIOError:
+            return seen
+        except OSError as error:
+            if error.errno != errno.ENOBUFS:
+                raise
+        seen = True
+
+
 class AddressReader:
-    """One rtnetlink socket per network namespace, opened once and dumped per call (no fork)."""
+    """The sockets of every network namespace asked about, kept until its machines go."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._sockets: dict[int, tuple[socket.socket, threading.Lock]] = {}
+        self._namespaces: dict[int, _Namespace] = {}
         self._owners: dict[str, int] = {}  # machine name → namespace inode
 
-    def addresses(self, machine: Machine, ns_path: str) -> list[LocalAddress]:
-        """Current addresses of the namespace at `ns_path` (blocking: call from a worker thread)."""
-        ino = os.stat(ns_path).st_ino
+    def addresses(self, machine: Machine, ns_path: str, ino: int) -> list[LocalAddress]:
+        """Current addresses of the namespace at `ns_path` (inode `ino`). Only netlink and /proc: nothing
+        that can hang."""
         with self._lock:
-            entry = self._sockets.get(ino)
-            if entry is None:
-                entry = (_socket_in_netns(ns_path), threading.Lock())
-                self._sockets[ino] = entry
+            namespace = self._namespaces.get(ino)
+            if namespace is None:
+                namespace = _open_in_netns(ns_path)
+                self._namespaces[ino] = namespace
             self._owners[machine.name] = ino
-        sock, sock_lock = entry
-        with sock_lock:
-            return dump_addresses(sock)
+        return namespace.current()
 
     def forget(self, machine: Machine) -> None:
-        """Close the socket of a machine that went away (an open socket would pin its namespace)."""
+        """Close the sockets of a machine that went away (an open socket would pin its namespace)."""
         with self._lock:
             ino = self._owners.pop(machine.name, None)
             if ino is None or ino in self._owners.values():
                 return
-            entry = self._sockets.pop(ino, None)
-        if entry is not None:
-            entry[0].close()
+            namespace = self._namespaces.pop(ino, None)
+        if namespace is not None:
+            namespace.close()
 
     def close(self) -> None:
         with self._lock:
-            for sock, _ in self._sockets.values():
-                sock.close()
-            self._sockets.clear()
+            for namespace in self._namespaces.values():
+                namespace.close()
+            self._namespaces.clear()
             self._owners.clear()
 
 
 _setns_lock = threading.Lock()
 
 
-def _socket_in_netns(ns_path: str) -> socket.socket:
-    """A netlink socket created while this thread visits the namespace; it stays bound to it."""
+def _open_in_netns(ns_path: str) -> _Namespace:
+    """Netlink sockets created while this thread visits the namespace; they stay bound to it."""
     target = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
     own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         with _setns_lock:
             setns(target, CLONE_NEWNET)
             try:
-                return _netlink_socket()
+                # subscribed before the first dump, so no change can fall between the two
+                changes = _netlink_socket(RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+                try:
+                    query = _netlink_socket()
+                except BaseException:
+                    changes.close()
+                    raise
             finally:
                 setns(own, CLONE_NEWNET)
     finally:
         os.close(target)
         os.close(own)
+    changes.setblocking(False)
+    return _Namespace(query, changes, threading.Lock())
 
 
 def host_addresses() -> list[LocalAddress]:
@@ -171,22 +221,24 @@ def host_addresses() -> list[LocalAddress]:
         return dump_addresses(sock)
 
 
-def shares_host_network(leader: int) -> bool:
-    return os.stat(f"/proc/{leader}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
+# read at start-up: a thread visiting a namespace changes what /proc/self/ns/net shows meanwhile
+_OWN_NETNS: Final = os.stat("/proc/self/ns/net").st_ino
 
 
 def machine_addresses(machine: Machine, reader: AddressReader) -> list[LocalAddress]:
-    """GetAddresses, blocking: call from a worker thread."""
+    """GetAddresses: only netlink and /proc, quick enough for the event loop."""
     if machine.machine_class is MachineClass.HOST:
         return host_addresses()
     if machine.machine_class is not MachineClass.CONTAINER:
         raise not_supported("Requesting IP address data is only supported on container machines.")
     try:
-        if shares_host_network(machine.leader):
+        ns_path = f"/proc/{machine.leader}/ns/net"
+        ino = os.stat(ns_path).st_ino
+        if ino == _OWN_NETNS:
             raise MachineError(
                 ErrorKind.NO_PRIVATE_NETWORKING, f"Machine {machine.name} does not use private networking"
             )
-        return reader.addresses(machine, f"/proc/{machine.leader}/ns/net")
+        return reader.addresses(machine, ns_path, ino)
     except MachineError:
         raise
     except OSError:

@@ -375,7 +375,7 @@ class MachineApi:
             if not graceful:
                 return _metadata_error(error, NO_PRIVATE_NETWORKING)
         try:
-            fields = machine_os_release(machine)
+            fields = machine_os_release(machine, self.services.os_release)
             if fields:
                 extra["OSRelease"] = [f"{key}={value}" for key, value in fields.items()]
         except MachineError as error:

@@ -17,13 +17,12 @@ from __future__ import annotations
 import errno
 import os
 import select
-import struct
 import threading
 from dataclasses import dataclass, field
 from typing import Final
 
-from ..libc import errno_error
-from ..libc import libc as _libc
+from asyncinotify import Inotify, Mask, Watch
+
 from ..state import parse_env
 from .os_release import (
     OS_RELEASE_PATHS,
@@ -50,7 +49,6 @@ IN_ONLYDIR: Final = 0x01000000
 SELF_EVENTS: Final = IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT | IN_IGNORED
 DIR_MASK: Final = IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF
 FILE_MASK: Final = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_DELETE_SELF | IN_MOVE_SELF
-EVENT: Final = struct.Struct("=iIII")
 
 # the directories a lookup of etc/os-release or usr/lib/os-release passes, and the names in each that matter
 WATCHED_DIRS: Final = (
@@ -99,17 +97,20 @@ class OsReleaseCache:
     """Parsed os-release per (mount namespace, root), with the watches that tell when it is stale."""
 
     def __init__(self) -> None:
-        fd = _libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._fd: int | None = int(fd) if fd >= 0 else None
+        try:
+            self._inotify: Inotify | None = Inotify(sync_timeout=0)  # sync_get(): what is queued, never waits
+        except OSError:
+            self._inotify = None
         self._lock = threading.Lock()
         self._entries: dict[Key, _Entry] = {}
+        self._watches: dict[int, Watch] = {}
         self._watch_users: dict[int, set[_Entry]] = {}
         self._mounts: dict[str, _MountTable] = {}
         self._machines: dict[str, Key] = {}  # machine name → the key it was last looked up with
 
     def lookup(self, name: str, pid: int) -> dict[str, str] | None:
         """The cached fields for machine `name` whose root is /proc/`pid`/root, or None (read with fill())."""
-        if self._fd is None:
+        if self._inotify is None:
             return None
         try:
             key = key_of(pid)
@@ -130,7 +131,7 @@ class OsReleaseCache:
         """Read the os-release of /proc/`pid`/root, watching what it was read through (blocking).
 
         FileNotFoundError if the tree has none; other OSErrors as the walk met them."""
-        if self._fd is None:
+        if self._inotify is None:
             return read_os_release_in_root(f"/proc/{pid}/root")
         key = key_of(pid)
         entry = _Entry(key)
@@ -163,9 +164,9 @@ class OsReleaseCache:
             for table in self._mounts.values():
                 os.close(table.fd)
             self._mounts.clear()
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            if self._inotify is not None:
+                self._inotify.close()
+                self._inotify = None
 
     # filling
 
@@ -233,19 +234,22 @@ class OsReleaseCache:
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
 
     def _watch(self, entry: _Entry, fd: int, mask: int, names: frozenset[str] | None) -> None:
-        assert self._fd is not None
-        wd = _libc.inotify_add_watch(self._fd, f"/proc/self/fd/{fd}".encode(), mask)
-        if wd < 0:
-            error = errno_error()
-            if error.errno in (errno.ENOSPC, errno.ENOMEM):
-                raise Uncacheable from None
-            raise error
-        with self._lock:
+        with self._lock:  # asyncinotify's watch table is not for several threads at once
+            if self._inotify is None:
+                raise Uncacheable
+            try:
+                watch = self._inotify.add_watch(f"/proc/self/fd/{fd}", Mask(mask))
+            except OSError as error:
+                if error.errno in (errno.ENOSPC, errno.ENOMEM):
+                    raise Uncacheable from None
+                raise
+            wd = watch.wd
             if entry.stale:  # dropped meanwhile: keep no watch for it
                 if wd not in self._watch_users:
-                    _libc.inotify_rm_watch(self._fd, wd)
+                    self._rm_watch(watch)
                 raise Uncacheable
             entry.watches[wd] = names
+            self._watches[wd] = watch
             self._watch_users.setdefault(wd, set()).add(entry)
 
     def _finish(self, entry: _Entry, fields: dict[str, str] | None) -> None:
@@ -261,26 +265,21 @@ class OsReleaseCache:
     # invalidation (with the lock held)
 
     def _drain(self) -> None:
-        assert self._fd is not None
-        while True:
-            try:
-                data = os.read(self._fd, 65536)
-            except BlockingIOError:
-                return
-            offset = 0
-            while offset + EVENT.size <= len(data):
-                wd, mask, _cookie, length = EVENT.unpack_from(data, offset)
-                raw = data[offset + EVENT.size : offset + EVENT.size + length]
-                offset += EVENT.size + length
-                if mask & IN_Q_OVERFLOW:
-                    for entry in list(self._entries.values()):
-                        self._drop(entry)
-                    continue
-                name = raw.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-                for entry in list(self._watch_users.get(wd, ())):
-                    names = entry.watches.get(wd)
-                    if names is None or mask & SELF_EVENTS or name in names:
-                        self._drop(entry)
+        assert self._inotify is not None
+        while (event := self._inotify.sync_get()) is not None:
+            mask = int(event.mask)
+            if mask & IN_Q_OVERFLOW:
+                for entry in list(self._entries.values()):
+                    self._drop(entry)
+                continue
+            watch = event.watch
+            if watch is None:
+                continue
+            name = str(event.name) if event.name is not None else ""
+            for entry in list(self._watch_users.get(watch.wd, ())):
+                names = entry.watches.get(watch.wd)
+                if names is None or mask & SELF_EVENTS or name in names:
+                    self._drop(entry)
 
     def _drop_namespace(self, mntns: str) -> None:
         for entry in [e for e in self._entries.values() if e.key[0] == mntns]:
@@ -299,14 +298,22 @@ class OsReleaseCache:
             users.discard(entry)
             if not users:
                 del self._watch_users[wd]
-                if self._fd is not None:
-                    _libc.inotify_rm_watch(self._fd, wd)  # fails harmlessly if the kernel dropped it
+                watch = self._watches.pop(wd, None)
+                if watch is not None:
+                    self._rm_watch(watch)
         table = self._mounts.get(entry.key[0])
         if table is not None:
             table.users -= 1
             if table.users <= 0:
                 del self._mounts[entry.key[0]]
                 os.close(table.fd)
+
+    def _rm_watch(self, watch: Watch) -> None:
+        if self._inotify is not None:
+            try:
+                self._inotify.rm_watch(watch)
+            except OSError:
+                pass  # the kernel dropped it already (its inode went)
 
 
 def key_of(pid: int) -> Key:

@@ -107,6 +107,7 @@ class Registry:
         self.by_leader: dict[int, Machine] = {}
         self.on_new: list[MachineListener] = []
         self.on_removed: list[MachineListener] = []
+        self.generation = 0  # bumped whenever by_name changes: what listings may be cached by
 
     # lookup
 
@@ -149,6 +150,7 @@ class Registry:
     def add_host(self) -> Machine:
         host = host_machine()
         self.by_name[host.name] = host
+        self.generation += 1
         return host
 
     def check_startable(self, machine: Machine) -> None:
@@ -164,6 +166,7 @@ class Registry:
             return
         self.check_startable(machine)
         self.by_name[machine.name] = machine
+        self.generation += 1
         self.by_leader[machine.leader] = machine
         if machine.unit:
             self.by_unit.setdefault(machine.unit, machine)
@@ -189,6 +192,7 @@ class Registry:
         self.state.remove(machine)
         if self.by_name.get(machine.name) is machine:
             del self.by_name[machine.name]
+            self.generation += 1
         if self.by_leader.get(machine.leader) is machine:
             del self.by_leader[machine.leader]
         if machine.unit and self.by_unit.get(machine.unit) is machine:
@@ -214,5 +218,6 @@ class Registry:
             machine = Machine(name=name)
             self.state.load(machine)
             self.by_name[name] = machine
+            self.generation += 1
             loaded.append(machine)
         return loaded

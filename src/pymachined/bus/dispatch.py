@@ -12,18 +12,25 @@ import asyncio
 import inspect
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from types import CoroutineType
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
 from ..errors import MachineError, dbus_error
 from .introspect import node_xml
+from .premarshalled import Marshalled, PremarshalledReply
 from .vtable import Body, Interface, Method, Property, WithFds
 
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs  # typing.TypeIs is Python ≥ 3.13
+
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 DBUS_ERROR: Final = "org.freedesktop.DBus.Error"
 PEER: Final = "org.freedesktop.DBus.Peer"
@@ -104,6 +111,7 @@ class Dispatcher:
         self._credentials: dict[str, Credentials] = {}
         self.peer_listeners: list[Callable[[str], None]] = []  # told when a unique name leaves the bus
         self._tasks: set[asyncio.Task[None]] = set()
+        self.memo: dict[str, tuple[object, Marshalled]] = {}  # reply bodies kept while their version holds
         try:
             with open("/etc/machine-id") as f:
                 self.machine_id = f.read().strip()
@@ -171,7 +179,20 @@ class Dispatcher:
         except Exception as exc:  # noqa: BLE001 - every failure becomes a reply
             self._reply_exception(msg, exc)
             return True
-        if inspect.isawaitable(result):
+        if _pending(result):
+            if type(result) is CoroutineType:
+                # run it now, as far as it goes without waiting: most handlers finish here and reply
+                # without a task and another turn of the event loop
+                try:
+                    suspended = result.send(None)
+                except StopIteration as done:
+                    if done.value is not None:
+                        self._send(msg, done.value)
+                    return True
+                except Exception as exc:  # noqa: BLE001
+                    self._reply_exception(msg, exc)
+                    return True
+                result = _resume(result, suspended)
             task = asyncio.ensure_future(self._finish(msg, result))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -219,7 +240,7 @@ class Dispatcher:
                 label = path[len(prefix) + 1 :]
                 call = Call(msg, self)
                 found = fallback.find(call, label)
-                if inspect.isawaitable(found):
+                if _pending(found):
                     return self._after_find(msg, call, path, fallback.interfaces, found)
                 if found is None:
                     raise unknown_object(path)
@@ -235,7 +256,7 @@ class Dispatcher:
         if obj is None:
             raise unknown_object(path)
         result = self._on_object(msg, path, interfaces, obj, call)
-        if inspect.isawaitable(result):
+        if _pending(result):
             return await result
         return result
 
@@ -294,11 +315,13 @@ class Dispatcher:
 
     def _invoke(self, call: Call, method: Method, obj: Any) -> Message | Awaitable[Message | None]:
         result = method.handler(call, obj, *call.message.body)
-        if inspect.isawaitable(result):
+        if _pending(result):
             return self._await_reply(call, method, result)
         return self._method_return(call.message, method, result)
 
-    async def _await_reply(self, call: Call, method: Method, pending: Awaitable[Body | WithFds]) -> Message:
+    async def _await_reply(
+        self, call: Call, method: Method, pending: Awaitable[Body | WithFds | Marshalled]
+    ) -> Message:
         return self._method_return(call.message, method, await pending)
 
     async def _privileged(self, call: Call, interface: Interface, method: Method, obj: Any) -> Message | None:
@@ -309,12 +332,14 @@ class Dispatcher:
                 f"Access to {interface.name}.{method.name}() not permitted.",
             )
         result = self._invoke(call, method, obj)
-        if inspect.isawaitable(result):
+        if _pending(result):
             return await result
         return result
 
     @staticmethod
-    def _method_return(msg: Message, method: Method, body: Body | WithFds) -> Message:
+    def _method_return(msg: Message, method: Method, body: Body | WithFds | Marshalled) -> Message:
+        if isinstance(body, Marshalled):
+            return PremarshalledReply(msg, method.out_signature, body)
         if isinstance(body, WithFds):
             return Message(
                 message_type=MessageType.METHOD_RETURN,
@@ -376,6 +401,35 @@ class Dispatcher:
         assert prop.setter is not None
         prop.setter(call, obj, value.value)
         return Message.new_method_return(call.message)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, _T], suspended: Any) -> Generator[Any, Any, _T]:
+    """Go on with a coroutine started by hand, which yielded `suspended` (what it waits for) to
+    the task driving it: the rest of what `await coro` would have done."""
+    while True:
+        try:
+            sent = yield suspended
+        except BaseException as exc:  # noqa: BLE001 - cancellation and all: the coroutine decides
+            try:
+                suspended = coro.throw(exc)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+        else:
+            try:
+                suspended = coro.send(sent)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+
+def _pending(value: object) -> TypeIs[Awaitable[Any]]:
+    """inspect.isawaitable() with the common answers first (it costs an ABC check per call otherwise)."""
+    kind = type(value)
+    if kind is CoroutineType:
+        return True
+    if value is None or kind is list or kind is Message or kind is WithFds or kind is Marshalled:
+        return False
+    return inspect.isawaitable(value)
 
 
 def _close_all(fds: list[int] | None) -> None:

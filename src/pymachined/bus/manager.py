@@ -39,6 +39,7 @@ from .machine import (
     services,
     terminate,
 )
+from .premarshalled import Marshalled, marshal_body
 from .vtable import Arg, Body, Interface, Method, Property, Signal, WithFds, args
 
 INTERFACE: Final = "org.freedesktop.machine1.Manager"
@@ -64,8 +65,15 @@ async def _get_machine_by_caller(call: Call) -> Body:
     return [services(call).registry.get_by_pid(creds.pid).object_path]
 
 
-def _list_machines(call: Call, _obj: None) -> Body:
-    return [[[m.name, m.machine_class.value, m.service, m.object_path] for m in services(call).registry]]
+def _list_machines(call: Call, _obj: None) -> Marshalled:
+    """Marshalled once per registry generation: with many machines, marshalling is most of the cost."""
+    registry = services(call).registry
+    memo = call.dispatcher.memo
+    cached = memo.get("ListMachines")
+    if cached is None or cached[0] != registry.generation:
+        body = [[[m.name, m.machine_class.value, m.service, m.object_path] for m in registry]]
+        cached = memo["ListMachines"] = (registry.generation, marshal_body("a(ssso)", body))
+    return cached[1]
 
 
 # registration and creation

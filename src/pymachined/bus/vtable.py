@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .premarshalled import Marshalled
+
 if TYPE_CHECKING:
     from .dispatch import Call
 
@@ -25,7 +27,7 @@ class WithFds:
     fds: list[int]
 
 
-Handler = Callable[..., "Body | WithFds | Awaitable[Body | WithFds]"]
+Handler = Callable[..., "Body | WithFds | Marshalled | Awaitable[Body | WithFds | Marshalled]"]
 Getter = Callable[[Any], Any]
 Setter = Callable[["Call", Any, Any], None]
 
@@ -43,14 +45,12 @@ class Method:
     in_args: tuple[Arg, ...] = ()
     out_args: tuple[Arg, ...] = ()
     privileged: bool = False
+    in_signature: str = field(init=False)
+    out_signature: str = field(init=False)
 
-    @property
-    def in_signature(self) -> str:
-        return "".join(a.type for a in self.in_args)
-
-    @property
-    def out_signature(self) -> str:
-        return "".join(a.type for a in self.out_args)
+    def __post_init__(self) -> None:  # joined once: they are compared and used on every call
+        object.__setattr__(self, "in_signature", "".join(a.type for a in self.in_args))
+        object.__setattr__(self, "out_signature", "".join(a.type for a in self.out_args))
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,7 +69,7 @@ class CgroupfsBackend:
         self.stop_timeout = stop_timeout
         self._inotify: Inotify | None = None
         self._watches: dict[str, Watch] = {}
-        self._reader: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._kill_timers: dict[str, asyncio.TimerHandle] = {}
 
     # scope creation
@@ -164,21 +164,26 @@ class CgroupfsBackend:
     async def close(self) -> None:
         for timer in self._kill_timers.values():
             timer.cancel()
-        if self._reader is not None:
-            self._reader.cancel()
         if self._inotify is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(self._inotify.fd)
             self._inotify.close()
+            self._inotify = None
 
     # inotify on cgroup.events
 
     def _ensure_inotify(self) -> Inotify:
         if self._inotify is None:
-            self._inotify = Inotify()
-            self._reader = asyncio.get_running_loop().create_task(self._read_events(self._inotify))
+            # read from a reader callback with sync_get(): asyncinotify's async iteration would add and
+            # remove the reader, and wake a task, for every event
+            self._inotify = Inotify(sync_timeout=0)
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_reader(self._inotify.fd, self._read_events)
         return self._inotify
 
-    async def _read_events(self, inotify: Inotify) -> None:
-        async for event in inotify:
+    def _read_events(self) -> None:
+        assert self._inotify is not None
+        while (event := self._inotify.sync_get()) is not None:
             if event.mask & Mask.IGNORED or event.path is None:
                 continue
             path = _cgroup_of(Path(event.path))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Final
 
@@ -119,6 +119,7 @@ class StateDirectory:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._dir = str(path)  # string paths: this is on every registration's path
+        self._temporaries = itertools.count()
 
     def ensure(self) -> None:
         self.path.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -127,10 +128,10 @@ class StateDirectory:
         """Write the state file atomically (hidden temp file + rename), then the unit link."""
         data = serialize(machine).encode("utf-8", "surrogateescape")
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".#{machine.name}", dir=self._dir)
+            fd, tmp = self._open_temporary(machine.name)
         except FileNotFoundError:  # removed behind our back: 252 recreates it before every save
             self.ensure()
-            fd, tmp = tempfile.mkstemp(prefix=f".#{machine.name}", dir=self._dir)
+            fd, tmp = self._open_temporary(machine.name)
         try:
             os.fchmod(fd, 0o644)
             os.write(fd, data)
@@ -150,6 +151,16 @@ class StateDirectory:
                 os.symlink(machine.name, f"{self._dir}/{UNIT_LINK_PREFIX}{machine.unit}")
             except FileExistsError:
                 pass
+
+    def _open_temporary(self, name: str) -> tuple[int, str]:
+        """A new hidden file `.#<name>.<pid>.<n>` (what tempfile.mkstemp does, without its random names:
+        the daemon is the only writer, so its PID and a counter make a name nobody else takes)."""
+        while True:
+            tmp = f"{self._dir}/.#{name}.{os.getpid()}.{next(self._temporaries)}"
+            try:
+                return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), tmp
+            except FileExistsError:  # left by an earlier daemon that had this PID
+                continue
 
     def remove(self, machine: Machine) -> None:
         """Remove the state file and the `unit:` link (even one another machine made)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from dataclasses import dataclass
@@ -225,6 +226,9 @@ class Daemon:
             loop.add_signal_handler(signum, self.stop)
         await self.start()
         assert self.bus is not None
+        # what start-up built (tables, interfaces, loaded machines) lives as long as the daemon: keep it out
+        # of the collector's generations, so collections triggered by calls walk only what calls made
+        gc.freeze()
         watchdog = self._start_watchdog()
         disconnected = asyncio.ensure_future(self.bus.wait_for_disconnect())  # type: ignore[no-untyped-call]
         stopping = asyncio.ensure_future(self._stop.wait())

@@ -9,7 +9,7 @@ APT_PACKAGES := dbus-daemon dbus-bin libglib2.0-bin systemd-container libnss-mym
 STAMP_APT := $(VENV)/.apt-stamp
 STAMP_PIP := $(VENV)/.pip-stamp
 
-.PHONY: all provision run test unit lint type check bench fuzz soak clean install uninstall
+.PHONY: all provision roots run test unit lint type check bench fuzz soak clean install uninstall
 
 all: test
 
@@ -35,12 +35,18 @@ run: provision
 
 PYTEST := $(VENV)/bin/python -m pytest -q -p no:cacheprovider -rs
 
-test: provision
+test: provision roots
 	@echo "== all tiers, this host's cgroup layout"
 	@tests/harness/isolate $(PYTEST) tests
 	@echo "== integration and differential tiers, pure cgroup2 layout"
 	@PYMACHINED_CGROUP_LAYOUT=unified tests/harness/isolate $(PYTEST) tests/integration tests/differential
 	@$(MAKE) --no-print-directory check
+
+# The Debian roots of the booted and 257 tiers, built (or found cached) before the sandbox: inside it
+# name resolution is pinned to files, so no mirror can be reached from there.
+roots: provision
+	@tests/harness/build-debian-root >/dev/null
+	@tests/harness/build-debian-root --suite trixie >/dev/null
 
 unit: provision
 	@$(VENV)/bin/python -m pytest -q tests/unit

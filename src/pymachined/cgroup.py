@@ -52,6 +52,21 @@ def unified_mount() -> Path:
     return CGROUP_ROOT if hierarchy() is Hierarchy.UNIFIED else CGROUP_ROOT / "unified"
 
 
+def read_small(path: str) -> bytes:
+    """A /proc or cgroupfs file, read with one open and read (open() adds fstat, lseek and ioctl)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = os.read(fd, 65536)
+        if len(data) < 65536:
+            return data
+        chunks = [data]
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def parse_proc_cgroup(text: str, layout: Hierarchy) -> str | None:
     """The systemd cgroup path from the contents of /proc/<pid>/cgroup."""
     for line in text.splitlines():
@@ -68,8 +83,7 @@ def parse_proc_cgroup(text: str, layout: Hierarchy) -> str | None:
 def pid_cgroup(pid: int) -> str:
     """The cgroup path of `pid` in the systemd hierarchy; OSError(ESRCH) if it is gone."""
     try:
-        with open(f"/proc/{pid}/cgroup", "rb") as f:
-            text = f.read().decode("utf-8", "surrogateescape")
+        text = read_small(f"/proc/{pid}/cgroup").decode("utf-8", "surrogateescape")
     except (FileNotFoundError, ProcessLookupError):
         raise OSError(errno.ESRCH, os.strerror(errno.ESRCH)) from None
     path = parse_proc_cgroup(text, hierarchy())
@@ -104,6 +118,17 @@ def pid_unit(pid: int) -> str:
 def cgroup_dir(path: str) -> Path:
     """The directory of cgroup `path` (as /proc/<pid>/cgroup names it) in the cgroup2 mount."""
     return unified_mount() / path.lstrip("/")
+
+
+def events_file(path: str) -> str:
+    """cgroup.events of cgroup `path`, as a string (this is on every registration's path)."""
+    relative = path.strip("/")
+    return f"{_unified_mount_str()}/{relative}/cgroup.events" if relative else f"{_unified_mount_str()}/cgroup.events"
+
+
+@functools.cache
+def _unified_mount_str() -> str:
+    return str(unified_mount())
 
 
 def unit_cgroup_path(path: str, unit: str) -> str:
@@ -184,10 +209,10 @@ def kill_all(path: str) -> None:
 def is_populated(path: str) -> bool:
     """True while any process lives in the cgroup subtree (cgroup.events: populated 1)."""
     try:
-        text = (cgroup_dir(path) / "cgroup.events").read_text()
+        text = read_small(events_file(path))
     except FileNotFoundError:
         return False
-    return "populated 1" in text
+    return b"populated 1" in text
 
 
 def exists(path: str) -> bool:

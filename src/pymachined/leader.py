@@ -23,10 +23,20 @@ PIDFS_MAGIC = 0x50494446
 def pidfd_id(pidfd: int) -> int:
     """The pidfs inode number of a pidfd: unique for the boot (0 where the kernel has no pidfs)."""
     # Before pidfs (Linux 6.9) every pidfd shares one anonymous inode, which identifies nothing.
-    buf = ctypes.create_string_buffer(256)
-    if _libc.fstatfs(pidfd, buf) != 0 or int.from_bytes(buf.raw[:8], "little") != PIDFS_MAGIC:
-        return 0
-    return os.fstat(pidfd).st_ino
+    return os.fstat(pidfd).st_ino if _on_pidfs(pidfd) else 0
+
+
+_pidfs: bool | None = None  # whether pidfds live on pidfs: a property of the running kernel
+
+
+def _on_pidfs(pidfd: int) -> bool:
+    global _pidfs
+    if _pidfs is None:
+        buf = ctypes.create_string_buffer(256)
+        if _libc.fstatfs(pidfd, buf) != 0:
+            return False
+        _pidfs = int.from_bytes(buf.raw[:8], "little") == PIDFS_MAGIC
+    return _pidfs
 
 
 def start_time(pid: int) -> int | None:

@@ -132,7 +132,7 @@ class CgroupfsBackend:
     def track(self, machine: Machine) -> None:
         if not machine.cgroup or machine.cgroup in self._watches:
             return
-        events_file = cgroup.cgroup_dir(machine.cgroup) / "cgroup.events"
+        events_file = cgroup.events_file(machine.cgroup)
         try:
             inotify = self._ensure_inotify()
             self._watches[machine.cgroup] = inotify.add_watch(events_file, Mask.MODIFY)

@@ -41,6 +41,7 @@ from dbus_fast import Message, MessageType  # noqa: E402
 from dbus_fast.aio import MessageBus  # noqa: E402
 
 from harness.system import (  # noqa: E402
+    BUS_ADDRESS,
     BUS_NAME,
     PYMACHINED,
     REFERENCE,
@@ -57,6 +58,7 @@ from harness.varlink_raw import raw_exchange  # noqa: E402
 IMPLS = (PYMACHINED, REFERENCE)
 MACHINE_SOCKET = "/run/systemd/machine/io.systemd.Machine"
 PY, REF = PYMACHINED.name, REFERENCE.name
+FLOOR = "dbus-fast floor"
 # production log level: the harness default (debug) would mostly measure logging
 BENCH_ENV = {"SYSTEMD_LOG_LEVEL": "info"}
 USERNS_UID = 100005
@@ -155,6 +157,12 @@ def launch(s: System) -> subprocess.Popen[bytes]:
     return s.daemon
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_bytes(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -236,12 +244,15 @@ async def measure_size(s: System, bus: MessageBus, cfg: Config, pool: Pool, size
     impl = s.implementation.name
     names = ["userns"] + [f"b{i}" for i in range(size - 1)]
     assert await machine_count(bus) == size, "unexpected machine count"
+    assert s.daemon is not None
+    cpu_before = cpu_seconds(s.daemon.pid)
     res.add(
         "getmachine",
         size,
         impl,
         await timed_calls(bus, lambda i: manager("GetMachine", "s", [names[i % size]]), cfg.get_calls),
     )
+    res.add("getmachine_cpu", size, impl, (cpu_seconds(s.daemon.pid) - cpu_before) / (cfg.get_calls + 20))
     pids = [leader.pid for leader in pool.leaders[: size - 1]]
     res.add(
         "bypid_leader",
@@ -491,6 +502,21 @@ def report(res: Results, cfg: Config, header: list[str], netns_sizes: list[int])
     out.append("|---|---|---|---|---|---|---|---|---|")
     small = cfg.sizes[0]
     out.append(latency_row(res, f"GetMachine ({cfg.get_calls} calls/rep)", "getmachine", small, 1.0))
+    floor, ref = res.get("getmachine", small, FLOOR), res.get("getmachine", small, REF)
+    if floor and ref:
+        out.append(
+            f"| GetMachine answered by bench/floor.py, a dbus-fast responder with no logic (the floor of any "
+            f"dbus-fast daemon) | – | {fmt_time(median(floor))} | {fmt_time(pct(floor, 99))} "
+            f"| {fmt_time(median(ref))} | {fmt_time(pct(ref, 99))} | {median(floor) / median(ref):.2f} "
+            "| context | info |"
+        )
+    cpu = {impl: res.get("getmachine_cpu", small, impl) for impl in (PY, FLOOR, REF)}
+    if all(cpu.values()):
+        out.append(
+            f"| daemon CPU time per GetMachine (user + system, from /proc) | {small} | {fmt_time(median(cpu[PY]))} "
+            f"| floor: {fmt_time(median(cpu[FLOOR]))} | {fmt_time(median(cpu[REF]))} | – "
+            f"| {median(cpu[PY]) / median(cpu[REF]):.2f} | context | info |"
+        )
     out.append(latency_row(res, "GetMachineByPID, leader PID", "bypid_leader", small, 1.0))
     out.append(latency_row(res, "GetMachineByPID, non-leader PID in the scope", "bypid_cgroup", small, 1.0))
     for size in cfg.sizes:
@@ -638,6 +664,35 @@ async def run_main(cfg: Config, res: Results, workdir: Path) -> None:
                     await main_phase(s, cfg, pool, res, rep)
                 finally:
                     stop(s)
+            log(f"rep {rep + 1}/{cfg.reps}: minimal dbus-fast responder")
+            await floor_phase(s, cfg, res)
+
+
+async def floor_phase(s: System, cfg: Config, res: Results) -> None:
+    """GetMachine answered by bench/floor.py: what any daemon on dbus-fast and asyncio costs at least."""
+    env = {**s.env(), "PYTHONPATH": str(REPO / "src")}
+    responder = subprocess.Popen([sys.executable, str(BENCH / "floor.py"), BUS_ADDRESS], env=env)
+    try:
+        bus = await connect()
+        try:
+            for _ in range(500):
+                reply = await bus.call(dbus_call("NameHasOwner", "s", [BUS_NAME]))
+                if reply is not None and reply.body and reply.body[0]:
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                raise BenchError("the minimal responder never owned the bus name")
+            cpu_before = cpu_seconds(responder.pid)
+            samples = await timed_calls(bus, lambda i: manager("GetMachine", "s", [f"b{i}"]), cfg.get_calls)
+            res.add(
+                "getmachine_cpu", cfg.sizes[0], FLOOR, (cpu_seconds(responder.pid) - cpu_before) / (cfg.get_calls + 20)
+            )
+            res.add("getmachine", cfg.sizes[0], FLOOR, samples)
+        finally:
+            bus.disconnect()
+    finally:
+        responder.terminate()
+        responder.wait()
 
 
 async def run_netns(cfg: Config, res: Results, workdir: Path) -> list[int]:

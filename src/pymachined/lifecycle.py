@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from . import cgroup
+from . import cgroup, eager
 from .errors import ErrorKind, MachineError, from_errno, invalid_args, machine_exists, no_such_machine
 from .leader import LeaderWatch, PidRef, is_alive
 from .machine import Machine
@@ -224,7 +224,7 @@ class Lifecycle:
     def unregister(self, machine: Machine) -> None:
         """UnregisterMachine: forget it now; nothing is stopped."""
         self._forget(machine)
-        asyncio.get_running_loop().create_task(self._release(machine))
+        eager.spawn(self._release(machine), f"Releasing machine {machine.name}")
 
     # death and garbage collection
 

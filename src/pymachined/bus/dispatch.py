@@ -12,15 +12,15 @@ import asyncio
 import inspect
 import logging
 import os
-import types
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from types import CoroutineType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final
 
 from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 
+from .. import eager
 from ..errors import MachineError, dbus_error
 from .introspect import node_xml
 from .premarshalled import Marshalled, PremarshalledReply
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from typing_extensions import TypeIs  # typing.TypeIs is Python ≥ 3.13
 
 log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 DBUS_ERROR: Final = "org.freedesktop.DBus.Error"
 PEER: Final = "org.freedesktop.DBus.Peer"
@@ -184,15 +183,15 @@ class Dispatcher:
                 # run it now, as far as it goes without waiting: most handlers finish here and reply
                 # without a task and another turn of the event loop
                 try:
-                    suspended = result.send(None)
-                except StopIteration as done:
-                    if done.value is not None:
-                        self._send(msg, done.value)
-                    return True
+                    started = eager.start(result)
                 except Exception as exc:  # noqa: BLE001
                     self._reply_exception(msg, exc)
                     return True
-                result = _resume(result, suspended)
+                if isinstance(started, eager.Done):
+                    if started.value is not None:
+                        self._send(msg, started.value)
+                    return True
+                result = started
             task = asyncio.ensure_future(self._finish(msg, result))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -401,25 +400,6 @@ class Dispatcher:
         assert prop.setter is not None
         prop.setter(call, obj, value.value)
         return Message.new_method_return(call.message)
-
-
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, _T], suspended: Any) -> Generator[Any, Any, _T]:
-    """Go on with a coroutine started by hand, which yielded `suspended` (what it waits for) to
-    the task driving it: the rest of what `await coro` would have done."""
-    while True:
-        try:
-            sent = yield suspended
-        except BaseException as exc:  # noqa: BLE001 - cancellation and all: the coroutine decides
-            try:
-                suspended = coro.throw(exc)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-        else:
-            try:
-                suspended = coro.send(sent)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
 
 
 def _pending(value: object) -> TypeIs[Awaitable[Any]]:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import sys
 from pathlib import Path
 
@@ -73,10 +74,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def raise_fd_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit, as systemd's daemons do: each machine may hold a pidfd
+    or two, and each of its namespaces netlink sockets and a mount-table descriptor, while services
+    start with a soft limit of 1024. The event loop uses epoll, so descriptors above 1024 are fine,
+    and the daemon execs nothing that could inherit the raised limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1 << 20 if hard == resource.RLIM_INFINITY else hard  # the kernel's default fs.nr_open
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (OSError, ValueError):
+            pass  # e.g. above fs.nr_open: keep what we have
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = logs.LogSettings.from_environment(args.log_level)
     os.umask(0o022)
+    raise_fd_limit()
     try:
         scope = user_scope() if args.user else SYSTEM_SCOPE
         if args.runtime_dir is not None:

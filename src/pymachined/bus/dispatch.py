@@ -184,7 +184,7 @@ class Dispatcher:
                 # without a task and another turn of the event loop
                 try:
                     started = eager.start(result)
-                except Exception as exc:  # noqa: BLE001
+                except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - never into dbus-fast's reader
                     self._reply_exception(msg, exc)
                     return True
                 if isinstance(started, eager.Done):

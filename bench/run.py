@@ -96,7 +96,7 @@ QUICK = Config(
     machinectl_runs=2,
 )
 FULL = Config(
-    reps=3,
+    reps=5,
     sizes=(10, 100, 1000),
     cycles=1000,
     get_calls=2000,

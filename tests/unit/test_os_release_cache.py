@@ -132,3 +132,11 @@ def test_a_gone_process_is_not_served(tree: tuple[Path, int], cache: OsReleaseCa
     assert cache.lookup("m", pid) is None
     with pytest.raises(OSError):
         cache.fill("m", pid)
+
+
+def test_an_entry_left_behind_by_its_only_machine_goes(tree: tuple[Path, int], cache: OsReleaseCache) -> None:
+    _root, pid = tree
+    cache.fill("m", pid)
+    cache.fill("m", os.getpid())  # the machine's leader is now another process, in another root
+    assert cache.lookup("other", pid) is None  # nobody reads through the first root any more
+    assert len(cache._entries) == 1

@@ -124,7 +124,7 @@ class OsReleaseCache:
             if self._mounts[key[0]].changed():
                 self._drop_namespace(key[0])
                 return None
-            self._machines[name] = key
+            self._use(name, key)
             return entry.fields
 
     def fill(self, name: str, pid: int) -> dict[str, str]:
@@ -181,7 +181,7 @@ class OsReleaseCache:
                 table = self._mounts[mntns] = _MountTable.open(pid)
             table.users += 1
             self._entries[entry.key] = entry
-            self._machines[name] = entry.key
+            self._use(name, entry.key)
 
     def _read_watched(self, pid: int, entry: _Entry) -> dict[str, str]:
         root_fd = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -263,6 +263,15 @@ class OsReleaseCache:
                 entry.fields = fields
 
     # invalidation (with the lock held)
+
+    def _use(self, name: str, key: Key) -> None:
+        """Machine `name` now reads through `key`; an entry only it used before goes."""
+        old = self._machines.get(name)
+        self._machines[name] = key
+        if old is not None and old != key and old not in self._machines.values():
+            entry = self._entries.get(old)
+            if entry is not None:
+                self._drop(entry)
 
     def _drain(self) -> None:
         assert self._inotify is not None

@@ -163,12 +163,18 @@ class AddressReader:
     def addresses(self, machine: Machine, ns_path: str, ino: int) -> list[LocalAddress]:
         """Current addresses of the namespace at `ns_path` (inode `ino`). Only netlink and /proc: nothing
         that can hang."""
+        stale = None
         with self._lock:
             namespace = self._namespaces.get(ino)
             if namespace is None:
                 namespace = _open_in_netns(ns_path)
                 self._namespaces[ino] = namespace
+            old = self._owners.get(machine.name)
             self._owners[machine.name] = ino
+            if old is not None and old != ino and old not in self._owners.values():
+                stale = self._namespaces.pop(old, None)  # the leader moved: do not pin the old namespace
+        if stale is not None:
+            stale.close()
         return namespace.current()
 
     def forget(self, machine: Machine) -> None:

@@ -21,8 +21,8 @@ FIELD_REPLY_SERIAL: Final = 5
 FIELD_DESTINATION: Final = 6
 FIELD_SIGNATURE: Final = 8
 _FIXED: Final = struct.Struct("<cBBBIII")
-_U32_FIELD: Final = struct.Struct("<BB1sxI")  # code, signature "u", value
-_STRING_FIELD: Final = struct.Struct("<BB1sxI")  # code, signature "s", length (then the bytes and a NUL)
+# code, one-character signature, NUL, then a u32: the value of a "u", the length of an "s" (bytes and NUL follow)
+_U32_FIELD: Final = struct.Struct("<BB1sxI")
 _SIGNATURE_FIELD: Final = struct.Struct("<BB1sxB")  # code, signature "g", length (then the bytes and a NUL)
 
 
@@ -59,7 +59,7 @@ class PremarshalledReply(Message):
         if self.destination:
             name = self.destination.encode()
             fields += b"\0" * (-len(fields) % 8)
-            fields += _STRING_FIELD.pack(FIELD_DESTINATION, 1, b"s", len(name)) + name + b"\0"
+            fields += _U32_FIELD.pack(FIELD_DESTINATION, 1, b"s", len(name)) + name + b"\0"
         if self.body_signature:
             signature = self.body_signature.encode()
             fields += b"\0" * (-len(fields) % 8)

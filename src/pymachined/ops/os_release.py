@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 OS_RELEASE_PATHS: Final = ("etc/os-release", "usr/lib/os-release")
 NO_OS_RELEASE: Final = "Machine does not contain OS release information"
+OS_RELEASE_MAX: Final = 1 << 20
 
 _SYS_OPENAT2: Final = 437
 RESOLVE_NO_MAGICLINKS: Final = 0x02
@@ -54,11 +55,16 @@ def read_os_release_in_root(root: str | Path) -> dict[str, str]:
                 fd = open_in_root(root_fd, relative)
             except FileNotFoundError:
                 continue
-            with os.fdopen(fd, "rb") as f:
-                return parse_env(f.read(1 << 20).decode("utf-8", "replace"))
+            return read_os_release_fd(fd)
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
     finally:
         os.close(root_fd)
+
+
+def read_os_release_fd(fd: int) -> dict[str, str]:
+    """The pairs of an opened os-release file (at most its first MiB); the fd is closed."""
+    with os.fdopen(fd, "rb") as f:
+        return parse_env(f.read(OS_RELEASE_MAX).decode("utf-8", "replace"))
 
 
 def os_release_pid(machine: Machine) -> int:

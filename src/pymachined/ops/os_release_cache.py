@@ -23,13 +23,13 @@ from typing import Final
 
 from asyncinotify import Inotify, Mask, Watch
 
-from ..state import parse_env
 from .os_release import (
     OS_RELEASE_PATHS,
     RESOLVE_IN_ROOT,
     RESOLVE_NO_MAGICLINKS,
     RESOLVE_NO_SYMLINKS,
     open_in_root,
+    read_os_release_fd,
     read_os_release_in_root,
 )
 
@@ -58,7 +58,6 @@ WATCHED_DIRS: Final = (
     ("usr/lib", frozenset({"os-release"})),
 )
 LINKS_INTO_USR_LIB: Final = frozenset({"../usr/lib/os-release", "/usr/lib/os-release"})
-MAX_SIZE: Final = 1 << 20
 
 Key = tuple[str, str]  # readlink of /proc/PID/ns/mnt and of /proc/PID/root
 
@@ -228,9 +227,12 @@ class OsReleaseCache:
                 fd = open_in_root(root_fd, relative)
             except FileNotFoundError:
                 continue
-            with os.fdopen(fd, "rb") as f:
+            try:
                 self._watch(entry, fd, FILE_MASK, None)  # before reading: a write after this is seen
-                return parse_env(f.read(MAX_SIZE).decode("utf-8", "replace"))
+            except BaseException:
+                os.close(fd)
+                raise
+            return read_os_release_fd(fd)
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT))
 
     def _watch(self, entry: _Entry, fd: int, mask: int, names: frozenset[str] | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import asyncio
 import json
 import os
@@ -78,6 +79,10 @@ method Fail(
 \tkind: string
 ) -> ()
 
+method Pipe(
+\ttext: string
+) -> ()
+
 method Peer() -> (
 \tpid: int,
 \tuid: int,
@@ -128,6 +133,14 @@ class Demo:
             raise FileNotFoundError(2, "gone")
         raise RuntimeError("secret internal detail")
 
+    async def pipe(self, call: VarlinkCall, parameters: Parameters) -> Parameters:
+        """Replies with the read end of a pipe that holds `text`."""
+        read_end, write_end = os.pipe()
+        os.write(write_end, parameters["text"].encode())
+        os.close(write_end)
+        call.fds.append(read_end)
+        return {}
+
     async def peer(self, call: VarlinkCall, parameters: Parameters) -> Parameters:
         return {"pid": call.peer.pid, "uid": call.peer.uid, "gid": call.peer.gid}
 
@@ -140,6 +153,7 @@ class Demo:
             "Slow": self.slow,
             "Remember": self.remember,
             "Fail": self.fail,
+            "Pipe": self.pipe,
             "Peer": self.peer,
         }
         return Interface("io.pymachined.Test", TEST_IDL, methods)
@@ -548,6 +562,45 @@ async def test_slow_reader_does_not_grow_buffers(served: Served) -> None:
     replies = [await in_thread(raw.receive) for _ in range(count)]
     assert len(replies[-1]["parameters"]["data"]) == size and "continues" not in replies[-1]
     assert demo.flooded == count
+
+
+async def test_fds_wait_for_queued_replies_and_arrive_with_their_own(served: Served) -> None:
+    _, path, demo = served
+    raw = await in_thread(lambda: Raw(path))
+    count, size = 40, 64 * 1024
+    await in_thread(
+        lambda: raw.send(
+            {"method": "io.pymachined.Test.Flood", "parameters": {"n": count, "size": size}, "more": True},
+            {"method": "io.pymachined.Test.Pipe", "parameters": {"text": "through the pipe"}},
+        )
+    )
+    await asyncio.sleep(0.3)  # the flood is stuck in socket buffers and the server's queue
+    assert demo.flooded < count
+
+    def read_all() -> tuple[bytes, list[int], range]:
+        """Read the flood and the reply after it; note which bytes came with the fds."""
+        data, fds, carried = b"", [], range(0)
+        while data.count(b"\0") < count + 1:
+            chunk, ancillary, _, _ = raw.sock.recvmsg(65536, socket.CMSG_SPACE(16))
+            assert chunk
+            for level, kind, payload in ancillary:
+                assert (level, kind) == (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+                fds.extend(array.array("i", payload[: len(payload) - len(payload) % 4]))
+                carried = range(len(data), len(data) + len(chunk))
+            data += chunk
+        return data, fds, carried
+
+    data, fds, carried = await in_thread(read_all)
+    *flood, last, rest = data.split(b"\0")
+    assert len(flood) == count and rest == b""
+    assert json.loads(last) == {}  # empty parameters are left out (Compat.NEW)
+    # The kernel hands fds out with the read that reaches the bytes they were sent with (a read may
+    # begin earlier): the bytes read with them include the first byte of their own reply.
+    assert len(fds) == 1 and len(data) - len(last) - 1 in carried
+    try:
+        assert os.read(fds[0], 100) == b"through the pipe"
+    finally:
+        os.close(fds[0])
 
 
 def open_connections(path: Path, count: int) -> list[socket.socket]:

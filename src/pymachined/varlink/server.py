@@ -9,15 +9,15 @@ import json
 import logging
 import os
 import socket
-import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeGuard, cast
 
 from .. import __version__
 from ..errors import ErrorKind, MachineError, errno_from_bus_error, varlink_error
+from .connection import HIGH_WATER, ClientGone, Connection, Listener, Peer, peer_credentials
 from .idl import Idl, IdlMethod, bad_field, parse_idl
 
 log = logging.getLogger(__name__)
@@ -70,15 +70,6 @@ class VarlinkError(Exception):
         super().__init__(name)
         self.name = name
         self.parameters: Parameters = dict(parameters or {})
-
-
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """The peer's credentials as SO_PEERCRED reported them at accept()."""
-
-    pid: int
-    uid: int
-    gid: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,10 +171,6 @@ error System(
 # The server.
 
 
-class ClientGone(Exception):
-    """The peer went away while we were writing."""
-
-
 class ProtocolViolation(Exception):
     """A message sd-varlink would answer by closing the connection."""
 
@@ -196,12 +183,6 @@ class Request:
     parameters: Parameters
     more: bool
     oneway: bool
-
-
-def peer_credentials(sock: Any) -> Peer:
-    """Read SO_PEERCRED of a connected AF_UNIX socket."""
-    pid, uid, gid = struct.unpack("iII", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("iII")))
-    return Peer(pid, uid, gid)
 
 
 class VarlinkServer:
@@ -233,8 +214,8 @@ class VarlinkServer:
             self.add_interface(Interface(SYSTEMD_INTERFACE, systemd_idl, {}))
         for interface in interfaces:
             self.add_interface(interface)
-        self.listeners: list[tuple[asyncio.AbstractServer, Path]] = []
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.listeners: list[tuple[Listener, Path]] = []
+        self.connections_open: set[Connection] = set()
         self.connections = 0
         self.connections_by_uid: dict[int, int] = {}
 
@@ -261,24 +242,23 @@ class VarlinkServer:
             sock.bind(str(path))
             # chmod rather than umask: umask is per process and would race with other threads.
             os.chmod(path, mode)
-            server = await asyncio.start_unix_server(
-                self.serve_connection, sock=sock, limit=BUFFER_MAX, backlog=socket.SOMAXCONN
-            )
+            sock.listen(socket.SOMAXCONN)
+            listener = Listener(asyncio.get_running_loop(), sock, self.accept)
         except BaseException:
             sock.close()
             raise
-        self.listeners.append((server, path))
+        self.listeners.append((listener, path))
 
     async def close(self, *, remove_sockets: bool = False) -> None:
         """Stop listening, drop every connection, and optionally remove the socket files."""
-        for server, _ in self.listeners:
-            server.close()
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        for server, path in self.listeners:
-            await server.wait_closed()
-            if remove_sockets:
+        for listener, _ in self.listeners:
+            listener.close()
+        tasks = [conn.task for conn in self.connections_open if conn.task is not None]
+        for conn in list(self.connections_open):
+            conn.abort()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if remove_sockets:
+            for _, path in self.listeners:
                 path.unlink(missing_ok=True)
         self.listeners.clear()
 
@@ -307,42 +287,38 @@ class VarlinkServer:
             else:
                 del self.connections_by_uid[peer.uid]
 
-    async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Read calls from one connection and answer them strictly in order."""
+    def accept(self, sock: socket.socket) -> None:
+        """Take a new connection, or refuse it (the peer sees it closed at once)."""
         try:
-            peer = peer_credentials(writer.get_extra_info("socket"))
+            peer = peer_credentials(sock)
         except OSError:
-            writer.close()
+            sock.close()
             return
         if not self.admit(peer):
-            writer.close()
+            sock.close()
             return
-        task = asyncio.current_task()
-        assert task is not None
-        self.tasks.add(task)
+        conn = Connection(asyncio.get_running_loop(), sock, peer, self.handle, self.closed, BUFFER_MAX)
+        self.connections_open.add(conn)
+
+    def closed(self, conn: Connection) -> None:
+        self.connections_open.discard(conn)
+        self.release(conn.peer)
+
+    async def handle(self, conn: Connection, data: bytes) -> bool:
+        """Answer one message; False if the connection must be closed once the answer is out.
+
+        sd-varlink does not read the next call before the current one is answered; the connection
+        hands messages over one at a time."""
         try:
-            while True:
-                # sd-varlink does not read the next call before the current one is answered.
-                data = await reader.readuntil(b"\0")
-                request = self.parse(data[:-1])
-                if not await self.dispatch(request, peer, writer):
-                    break
-        except asyncio.IncompleteReadError:
-            pass  # EOF; a trailing partial message is dropped
-        except asyncio.LimitOverrunError:
-            log.debug("Peer %d sent more than %d bytes without a NUL, disconnecting.", peer.pid, BUFFER_MAX)
+            request = self.parse(data)
+            return await self.dispatch(request, conn.peer, conn)
         except ProtocolViolation as violation:
-            log.debug("Protocol error from peer %d: %s, disconnecting.", peer.pid, violation)
+            log.debug("Protocol error from peer %d: %s, disconnecting.", conn.peer.pid, violation)
         except (ClientGone, ConnectionError):
             pass
         except Exception:
-            log.exception("Varlink connection of peer %d failed", peer.pid)
-        finally:
-            self.tasks.discard(task)
-            self.release(peer)
-            writer.close()
-            with suppress(Exception):
-                await writer.wait_closed()
+            log.exception("Varlink connection of peer %d failed", conn.peer.pid)
+        return False
 
     def parse(self, data: bytes) -> Request:
         """Decode one message and check it the way varlink_dispatch_method() does."""
@@ -390,7 +366,7 @@ class VarlinkServer:
             raise ProtocolViolation("no method")
         return Request(method, parameters, more, oneway)
 
-    async def dispatch(self, request: Request, peer: Peer, writer: asyncio.StreamWriter) -> bool:
+    async def dispatch(self, request: Request, peer: Peer, conn: Connection) -> bool:
         """Answer one call; False if the connection must be closed afterwards."""
         method = request.method
         call = VarlinkCall(method, request.more, request.oneway, peer)
@@ -400,51 +376,51 @@ class VarlinkServer:
             handler = None
             if method in ("org.varlink.service.GetInfo", "org.varlink.service.GetInterface"):
                 if not request.oneway:
-                    await self.send(writer, self.error(METHOD_NOT_IMPLEMENTED, {"method": method}))
+                    await self.send(conn, self.error(METHOD_NOT_IMPLEMENTED, {"method": method}))
                 return True
         if handler is None:
             if not request.oneway:
-                await self.send(writer, self.error(METHOD_NOT_FOUND, {"method": method}))
+                await self.send(conn, self.error(METHOD_NOT_FOUND, {"method": method}))
             return True
         if method in self.idl_methods:
             idl_method, idl = self.idl_methods[method]
             if idl_method.requires_more and not request.more:
                 if not request.oneway:
-                    await self.send(writer, self.error(EXPECTED_MORE))
+                    await self.send(conn, self.error(EXPECTED_MORE))
                 return True
             invalid = bad_field(request.parameters, idl_method.inputs, idl_method.names, idl.types)
             if invalid is not None:
                 if not request.oneway:
-                    await self.send(writer, self.error(INVALID_PARAMETER, {"parameter": invalid}))
+                    await self.send(conn, self.error(INVALID_PARAMETER, {"parameter": invalid}))
                 return True
         if request.oneway:
             await self.run_oneway(call, handler, request.parameters)
             # 252 fails the handler's reply on a oneway call, and that failure tears the link down.
             return self.compat is not Compat.V252
-        await self.answer(call, handler, request.parameters, writer)
+        await self.answer(call, handler, request.parameters, conn)
         return True
 
-    async def answer(self, call: VarlinkCall, handler: Handler, parameters: Parameters, writer: Any) -> None:
+    async def answer(self, call: VarlinkCall, handler: Handler, parameters: Parameters, conn: Connection) -> None:
         """Run a handler and send its replies, or the error it raised."""
         try:
             result = handler(call, parameters)
-            if isinstance(result, AsyncIterator):
-                await self.stream(call, result, writer)
+            if is_stream(result):
+                await self.stream(call, result, conn)
             else:
-                parameters = await result
-                await self.send(writer, self.reply(parameters), call.fds)
+                parameters = await cast(Awaitable[Parameters], result)
+                await self.send(conn, self.reply(parameters), call.fds)
         except ClientGone:
             raise
         except VarlinkError as error:
-            await self.send(writer, self.error(error.name, error.parameters))
+            await self.send(conn, self.error(error.name, error.parameters))
         except MachineError as error:
-            await self.send(writer, self.machine_error(error))
+            await self.send(conn, self.machine_error(error))
         except Exception as error:
-            await self.send(writer, self.system_error(self.errno_of(call, error)))
+            await self.send(conn, self.system_error(self.errno_of(call, error)))
         finally:
             close_fds(call.fds)
 
-    async def stream(self, call: VarlinkCall, replies: AsyncIterator[Parameters], writer: Any) -> None:
+    async def stream(self, call: VarlinkCall, replies: AsyncIterator[Parameters], conn: Connection) -> None:
         """Send every reply but the last with continues; ExpectedMore if a second reply comes without `more`."""
         try:
             pending = await next_reply(replies)
@@ -456,15 +432,15 @@ class VarlinkServer:
                 except (VarlinkError, MachineError, OSError):
                     # as sd-varlink: what was ready goes out before the error that ends the stream
                     if call.more:
-                        await self.send(writer, self.reply(pending, continues=True), call.fds)
+                        await self.send(conn, self.reply(pending, continues=True), call.fds)
                     raise
                 if following is None:
                     break
                 if not call.more:
                     raise VarlinkError(EXPECTED_MORE)
-                await self.send(writer, self.reply(pending, continues=True), call.fds)
+                await self.send(conn, self.reply(pending, continues=True), call.fds)
                 pending = following
-            await self.send(writer, self.reply(pending), call.fds)
+            await self.send(conn, self.reply(pending), call.fds)
         finally:
             aclose = getattr(replies, "aclose", None)
             if aclose is not None:
@@ -474,11 +450,11 @@ class VarlinkServer:
         """Run a handler for a oneway call; whatever it replies is dropped."""
         try:
             result = handler(call, parameters)
-            if isinstance(result, AsyncIterator):
+            if is_stream(result):
                 async for _ in result:
                     pass
             else:
-                await result
+                await cast(Awaitable[Parameters], result)
         except (VarlinkError, MachineError) as error:
             log.debug("Oneway call %s failed: %s", call.method, error)
         except Exception as error:
@@ -533,21 +509,20 @@ class VarlinkServer:
             return self.system_error(error.errno or errno.EIO)
         return self.error(name)
 
-    async def send(self, writer: Any, message: Parameters, fds: list[int] | None = None) -> None:
+    async def send(self, conn: Connection, message: Parameters, fds: list[int] | None = None) -> None:
         """Write one message (compact UTF-8 JSON and a NUL) and wait while the peer is slow to read.
 
         File descriptors go with the message's first byte; they are closed once sent.
         """
         data = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode() + b"\0"
-        try:
-            if fds:
-                await writer.drain()
-                data = await send_with_fds(writer, data, fds)
-                close_fds(fds)
-            writer.write(data)
-            await writer.drain()
-        except ConnectionError as error:
-            raise ClientGone() from error
+        if fds:
+            await conn.drain(0)
+            conn.write(data, fds)
+            close_fds(fds)
+        else:
+            conn.write(data)
+        if conn.queued > HIGH_WATER:
+            await conn.drain()
 
     async def get_info(self, call: VarlinkCall, parameters: Parameters) -> Parameters:
         """org.varlink.service.GetInfo: sorted interface names, extra input refused."""
@@ -576,20 +551,9 @@ def close_fds(fds: list[int]) -> None:
     fds.clear()
 
 
-async def send_with_fds(writer: asyncio.StreamWriter, data: bytes, fds: list[int]) -> bytes:
-    """sendmsg() the start of `data` with SCM_RIGHTS on the connection's socket; returns what is left."""
-    transport_socket = writer.get_extra_info("socket")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=os.dup(transport_socket.fileno()))
-    try:
-        for _ in range(1000):
-            try:
-                sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack(f"{len(fds)}i", *fds))])
-                return data[sent:]
-            except BlockingIOError:
-                await asyncio.sleep(0.005)
-        raise ConnectionResetError("peer does not read")
-    finally:
-        sock.close()  # our duplicate only
+def is_stream(result: Awaitable[Parameters] | AsyncIterator[Parameters]) -> TypeGuard[AsyncIterator[Parameters]]:
+    """Whether a handler returned a stream of replies (cheaper than an isinstance() check against the ABC)."""
+    return hasattr(type(result), "__anext__")
 
 
 async def next_reply(replies: AsyncIterator[Parameters]) -> Parameters | None:

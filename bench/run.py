@@ -17,6 +17,8 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -340,11 +342,8 @@ async def measure_startup(s: System, bus: MessageBus, res: Results, size: int) -
     res.add("startup_all", size, s.implementation.name, t_all)
 
 
-async def main_phase(s: System, cfg: Config, pool: Pool, res: Results, rep: int) -> None:
-    impl = s.implementation.name
-    bus = await connect()
-    # RegisterMachine + UnregisterMachine cycles over the prepared leaders
-    n = min(cfg.cycles, len(pool.leaders))
+async def run_cycles(bus: MessageBus, pool: Pool, n: int, impl: str, res: Results) -> None:
+    """n RegisterMachine + UnregisterMachine cycles over the prepared leaders, one call at a time."""
     cycle_lat = []
     t_start = time.perf_counter()
     for i in range(n):
@@ -355,6 +354,14 @@ async def main_phase(s: System, cfg: Config, pool: Pool, res: Results, rep: int)
     elapsed = time.perf_counter() - t_start
     res.add("cycle_ops", n, impl, n / elapsed)
     res.add("cycle_lat", n, impl, cycle_lat)
+
+
+async def main_phase(s: System, cfg: Config, pool: Pool, res: Results, rep: int) -> None:
+    impl = s.implementation.name
+    bus = await connect()
+    # RegisterMachine + UnregisterMachine cycles over the prepared leaders
+    n = min(cfg.cycles, len(pool.leaders))
+    await run_cycles(bus, pool, n, impl, res)
     dead = [leader.pid for leader in pool.leaders[:n] if leader.process is None or leader.process.poll() is not None]
     if dead:
         raise BenchError(f"{impl}: leaders died during the register/unregister cycles: {dead[:5]}")
@@ -407,11 +414,7 @@ def grow_netns_pool(s: System, leaders: list[Leader], n: int) -> None:
     leaders.extend(new)
 
 
-async def netns_phase(s: System, cfg: Config, leaders: list[Leader], size: int, res: Results) -> None:
-    impl = s.implementation.name
-    bus = await connect()
-    await register_all(bus, [(f"n{i}", leaders[i].pid) for i in range(size)])
-    bus.disconnect()
+def machinectl_list(s: System, cfg: Config, size: int, impl: str, res: Results) -> None:
     for _ in range(cfg.machinectl_runs):
         t0 = time.perf_counter()
         done = s.run("machinectl", "--no-pager", "list", timeout=300)
@@ -420,6 +423,14 @@ async def netns_phase(s: System, cfg: Config, leaders: list[Leader], size: int, 
             raise BenchError(f"{impl}: machinectl list failed: {done.output[-500:]}")
         if "10.0.1.2" not in done.stdout:
             res.notes.append(f"{impl}: machinectl list showed no address for n0")
+
+
+async def netns_phase(s: System, cfg: Config, leaders: list[Leader], size: int, res: Results) -> None:
+    impl = s.implementation.name
+    bus = await connect()
+    await register_all(bus, [(f"n{i}", leaders[i].pid) for i in range(size)])
+    bus.disconnect()
+    machinectl_list(s, cfg, size, impl, res)
     if impl == PY:  # 252 has no Varlink machine API
         message = {"method": "io.systemd.Machine.List", "parameters": {"acquireMetadata": "graceful"}, "more": True}
         for _ in range(cfg.machinectl_runs):
@@ -531,11 +542,26 @@ def report(res: Results, cfg: Config, header: list[str], netns_sizes: list[int])
             f"| {fmt_time(pct(py_lat, 99))} | {median(ref):.0f}/s | {fmt_time(pct(ref_lat, 99))} | {ratio:.2f} "
             f"| ≥ 1.0 | {verdict(ratio >= 1.0)} |"
         )
+    floor = res.get("cycle_ops", n, FLOOR)
+    if floor and ref:
+        floor_lat = res.get("cycle_lat", n, FLOOR)
+        out.append(
+            f"| Register+Unregister cycles answered by bench/floor.py (canned replies and signals) | 0↔1 "
+            f"| {median(floor):.0f}/s | {fmt_time(pct(floor_lat, 99))} | {median(ref):.0f}/s "
+            f"| {fmt_time(pct(ref_lat, 99))} | {median(floor) / median(ref):.2f} | context | info |"
+        )
     for i, size in enumerate(netns_sizes):
         target = 0.5 if i == 0 else 0.1
         out.append(
             latency_row(res, "`machinectl list` wall time, machines in own netns + veth", "machinectl", size, target)
         )
+        floor, ref = res.get("machinectl", size, FLOOR), res.get("machinectl", size, REF)
+        if floor and ref:
+            out.append(
+                f"| `machinectl list` answered by bench/floor.py (canned os-release and addresses) | {size} "
+                f"| {fmt_time(median(floor))} | {fmt_time(pct(floor, 99))} | {fmt_time(median(ref))} "
+                f"| {fmt_time(pct(ref, 99))} | {median(floor) / median(ref):.2f} | context | info |"
+            )
     for size in netns_sizes:
         py = res.get("varlink_list", size, PY)
         if py:
@@ -665,11 +691,12 @@ async def run_main(cfg: Config, res: Results, workdir: Path) -> None:
                 finally:
                     stop(s)
             log(f"rep {rep + 1}/{cfg.reps}: minimal dbus-fast responder")
-            await floor_phase(s, cfg, res)
+            await floor_phase(s, cfg, pool, res)
 
 
-async def floor_phase(s: System, cfg: Config, res: Results) -> None:
-    """GetMachine answered by bench/floor.py: what any daemon on dbus-fast and asyncio costs at least."""
+@asynccontextmanager
+async def floor_responder(s: System) -> AsyncIterator[tuple[MessageBus, subprocess.Popen[bytes]]]:
+    """bench/floor.py owning the bus name, and a client connection to it."""
     env = {**s.env(), "PYTHONPATH": str(REPO / "src")}
     responder = subprocess.Popen([sys.executable, str(BENCH / "floor.py"), BUS_ADDRESS], env=env)
     try:
@@ -682,17 +709,30 @@ async def floor_phase(s: System, cfg: Config, res: Results) -> None:
                 await asyncio.sleep(0.01)
             else:
                 raise BenchError("the minimal responder never owned the bus name")
-            cpu_before = cpu_seconds(responder.pid)
-            samples = await timed_calls(bus, lambda i: manager("GetMachine", "s", [f"b{i}"]), cfg.get_calls)
-            res.add(
-                "getmachine_cpu", cfg.sizes[0], FLOOR, (cpu_seconds(responder.pid) - cpu_before) / (cfg.get_calls + 20)
-            )
-            res.add("getmachine", cfg.sizes[0], FLOOR, samples)
+            yield bus, responder
         finally:
             bus.disconnect()
     finally:
         responder.terminate()
         responder.wait()
+
+
+async def floor_phase(s: System, cfg: Config, pool: Pool, res: Results) -> None:
+    """GetMachine and the register cycles answered by bench/floor.py: what any daemon on dbus-fast and
+    asyncio costs at least."""
+    async with floor_responder(s) as (bus, responder):
+        cpu_before = cpu_seconds(responder.pid)
+        samples = await timed_calls(bus, lambda i: manager("GetMachine", "s", [f"b{i}"]), cfg.get_calls)
+        res.add("getmachine_cpu", cfg.sizes[0], FLOOR, (cpu_seconds(responder.pid) - cpu_before) / (cfg.get_calls + 20))
+        res.add("getmachine", cfg.sizes[0], FLOOR, samples)
+        await run_cycles(bus, pool, min(cfg.cycles, len(pool.leaders)), FLOOR, res)
+
+
+async def floor_netns_phase(s: System, cfg: Config, leaders: list[Leader], size: int, res: Results) -> None:
+    """machinectl list against bench/floor.py with `size` machines registered (canned metadata)."""
+    async with floor_responder(s) as (bus, _):
+        await register_all(bus, [(f"n{i}", leaders[i].pid) for i in range(size)])
+        machinectl_list(s, cfg, size, FLOOR, res)
 
 
 async def run_netns(cfg: Config, res: Results, workdir: Path) -> list[int]:
@@ -715,6 +755,8 @@ async def run_netns(cfg: Config, res: Results, workdir: Path) -> list[int]:
                         await netns_phase(s, cfg, leaders, size, res)
                     finally:
                         stop(s)
+                log(f"netns {size} rep {rep + 1}/{cfg.reps}: minimal dbus-fast responder")
+                await floor_netns_phase(s, cfg, leaders, size, res)
             done.append(size)
     return done
 

@@ -39,6 +39,32 @@ def test_index_finds_ranges_and_skips_identity(monkeypatch: pytest.MonkeyPatch) 
     assert index.lookup(101000) is None
 
 
+def test_index_reads_maps_at_lookup_not_at_registration(monkeypatch: pytest.MonkeyPatch) -> None:
+    maps: dict[int, list[MapLine]] = {1: [MapLine(0, 100000, 65536)], 2: []}
+    reads: list[int] = []
+
+    def read_map(pid: int, kind: str) -> list[MapLine] | None:
+        reads.append(pid)
+        return maps.get(pid)
+
+    monkeypatch.setattr(usermap, "read_map", read_map)
+    monkeypatch.setattr(usermap, "userns_id", lambda pid: 1000 + pid)
+    index = IdMapIndex("uid")
+    a, b, gone = container("a", 1), container("b", 2), container("gone", 3)
+    for m in (a, b, gone):
+        index.add(m)
+    index.remove(gone)  # registered and unregistered before anyone asked: never read
+    assert reads == []
+    assert index.lookup(100005) == (a, 5)
+    assert sorted(reads) == [1, 2]
+    assert index.lookup(100006) == (a, 6)
+    assert sorted(reads) == [1, 2, 2]  # b's map was empty: read again until it is written
+    maps[2] = [MapLine(0, 300000, 10)]
+    assert index.lookup(300001) == (b, 1)
+    index.lookup(300002)
+    assert sorted(reads) == [1, 2, 2, 2]
+
+
 def test_map_to_machine_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     fake_maps(monkeypatch, {})
     index = IdMapIndex("gid")

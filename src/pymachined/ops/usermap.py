@@ -116,45 +116,65 @@ class _Range:
 
 @dataclass
 class IdMapIndex:
-    """Outside ID ranges of all containers, sorted for bisection (one index per kind)."""
+    """Outside ID ranges of all containers, sorted for bisection (one index per kind).
+
+    Registration only queues a machine: its user namespace and map are read at the next lookup, all
+    queued machines at once with one rebuild, so registering and unregistering containers nobody asks
+    about costs no system call here."""
 
     kind: Kind
     _ranges: list[_Range] = field(default_factory=list)
     _starts: list[int] = field(default_factory=list)
     _reach: list[int] = field(default_factory=list)  # _reach[i]: largest end among _ranges[: i + 1]
     _userns: dict[str, int] = field(default_factory=dict)
-    # containers whose user namespace had no map yet when indexed (it is written once, maybe later)
+    # containers not read yet, or whose user namespace had no map yet (it is written once, maybe later)
     _pending: dict[str, Machine] = field(default_factory=dict)
 
     def add(self, machine: Machine) -> None:
-        """(Re)index a machine's map; machines without their own user namespace add nothing."""
+        """(Re)index a machine at the next lookup; machines without their own user namespace add nothing."""
         self.remove(machine)
         if machine.machine_class is not MachineClass.CONTAINER or machine.leader <= 0:
             return
-        namespace = userns_id(machine.leader)
-        if namespace == OWN_USERNS:
-            # our own user namespace: the identity map, whose lines (outside base 0) are never indexed
-            self._userns[machine.name] = namespace
-            return
-        try:
-            lines = read_map(machine.leader, self.kind) or []
-        except OSError:
-            return
-        self._userns[machine.name] = namespace
-        if not lines:
-            self._pending[machine.name] = machine
-        for line in lines:
-            if line.outside == 0:  # an identity map (no user namespace of its own)
-                continue
-            self._ranges.append(_Range(line.outside, line.outside + line.count, line.inside, machine))
-        self._rebuild()
+        self._pending[machine.name] = machine
 
     def remove(self, machine: Machine) -> None:
         self._pending.pop(machine.name, None)
         if self._userns.pop(machine.name, None) is None:
             return
-        self._ranges = [r for r in self._ranges if r.machine is not machine]
-        self._rebuild()
+        if any(r.machine is machine for r in self._ranges):
+            self._ranges = [r for r in self._ranges if r.machine is not machine]
+            self._rebuild()
+
+    def _index_pending(self) -> None:
+        """Read the maps of the queued machines; those whose map is still empty stay queued."""
+        pending, self._pending = self._pending, {}
+        added = False
+        for machine in pending.values():
+            added |= self._index(machine)
+        if added:
+            self._rebuild()
+
+    def _index(self, machine: Machine) -> bool:
+        """Read one machine's user namespace and map; True if it added ranges."""
+        namespace = userns_id(machine.leader)
+        if namespace == OWN_USERNS:
+            # our own user namespace: the identity map, whose lines (outside base 0) are never indexed
+            self._userns[machine.name] = namespace
+            return False
+        try:
+            lines = read_map(machine.leader, self.kind) or []
+        except OSError:
+            return False
+        self._userns[machine.name] = namespace
+        if not lines:
+            self._pending[machine.name] = machine
+        added = False
+        for line in lines:
+            if line.outside == 0:  # an identity map (no user namespace of its own)
+                continue
+            self._ranges.append(_Range(line.outside, line.outside + line.count, line.inside, machine))
+            added = True
+        return added
 
     def _rebuild(self) -> None:
         self._ranges.sort(key=lambda r: r.start)
@@ -167,8 +187,8 @@ class IdMapIndex:
 
     def lookup(self, outer: int) -> tuple[Machine, int] | None:
         """The container owning host ID `outer`, and its inside ID (O(log n) without overlaps)."""
-        for machine in list(self._pending.values()):
-            self.add(machine)
+        if self._pending:
+            self._index_pending()
         index = bisect.bisect_right(self._starts, outer) - 1
         while index >= 0 and self._reach[index] > outer:
             entry = self._ranges[index]

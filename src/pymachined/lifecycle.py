@@ -132,7 +132,14 @@ class Lifecycle:
         except MachineError:
             machine.release()
             raise
-        self._watch(machine)
+        # Watching the leader and the cgroup is nothing the caller sees, so it runs once the reply is out,
+        # while the caller reads it. What ends in between is seen all the same: a pidfd stays readable,
+        # and track() looks at cgroup.events once its watch is in place.
+        asyncio.get_running_loop().call_soon(self._watch_if_current, machine)
+
+    def _watch_if_current(self, machine: Machine) -> None:
+        if machine.started and self.registry.find(machine.name) is machine:
+            self._watch(machine)
 
     def _watch(self, machine: Machine) -> None:
         if machine.leader_ref is not None:
@@ -222,8 +229,12 @@ class Lifecycle:
             await self.backend.kill(machine, signum)
 
     def unregister(self, machine: Machine) -> None:
-        """UnregisterMachine: forget it now; nothing is stopped."""
+        """UnregisterMachine: forget it now; nothing is stopped. The release (watches, pidfds) runs once
+        the reply is out."""
         self._forget(machine)
+        asyncio.get_running_loop().call_soon(self._spawn_release, machine)
+
+    def _spawn_release(self, machine: Machine) -> None:
         eager.spawn(self._release(machine), f"Releasing machine {machine.name}")
 
     # death and garbage collection

@@ -249,6 +249,18 @@ def test_leader_exit_removes_the_machine_at_once(machined: System) -> None:
     assert registered.cgroup.is_dir()
 
 
+def test_leader_leaving_its_scope_ends_the_machine(machined: System) -> None:
+    # systemd stops a scope whose cgroup empties, and machined collects its machine; the cgroupfs
+    # backend sees cgroup.events say "populated 0"
+    leader = machined.spawn_leader("machine-leaves.scope")
+    machined.register("leaves", leader)
+    elsewhere = machined.make_cgroup("machine.slice/elsewhere.scope")
+    (elsewhere / "cgroup.procs").write_text(str(leader.pid))
+    wait_for(lambda: machined.manager_call("GetMachine", "s", "leaves").returncode == 1, "leaves to go")
+    assert leader.process is not None and leader.process.poll() is None  # only the machine ended
+    assert not (STATE_DIR / "leaves").exists()
+
+
 def test_busctl_monitor_sees_machine_removed(machined: System) -> None:
     leader = machined.spawn_leader("machine-mon.scope")
     machined.register("mon", leader)

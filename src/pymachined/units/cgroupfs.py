@@ -138,6 +138,9 @@ class CgroupfsBackend:
             self._watches[machine.cgroup] = inotify.add_watch(events_file, Mask.MODIFY)
         except OSError as exc:
             log.warning("Cannot watch %s: %s", events_file, exc)
+            return
+        if not cgroup.is_populated(machine.cgroup):  # emptied before the watch was in place
+            self.events.cgroup_empty(machine.cgroup)
 
     async def release(self, machine: Machine) -> None:
         path = machine.cgroup

@@ -530,6 +530,20 @@ async def test_replies_before_a_protocol_error_are_sent(served: Served) -> None:
     assert await in_thread(raw.closed)
 
 
+async def test_calls_queued_behind_a_vanished_peer_are_dropped(served: Served) -> None:
+    _, path, demo = served
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(str(path))  # the listener's backlog takes it; nothing is served before we wait
+    sock.sendall(
+        b'{"method":"io.pymachined.Test.Echo","parameters":{"text":"a"}}\0'
+        b'{"method":"io.pymachined.Test.Remember","parameters":{"text":"after"}}\0'
+    )
+    sock.close()
+    await asyncio.sleep(0.3)
+    # the reply to Echo cannot be written, and that ends the connection, as in sd-varlink
+    assert demo.remembered == []
+
+
 async def test_oversized_message_without_nul_closes(served: Served) -> None:
     server, path, _ = served
     raw = await in_thread(lambda: Raw(path))

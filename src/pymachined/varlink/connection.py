@@ -230,7 +230,7 @@ class Connection:
         """Close now, dropping what is queued; a running handler is cancelled."""
         if self.closed:
             return
-        self.closed = True
+        self.closed = self.closing = True  # calls still queued are dropped
         self.loop.remove_reader(self.fd)
         if self.writing:
             self.loop.remove_writer(self.fd)

@@ -4,7 +4,8 @@ It owns org.freedesktop.machine1 and answers, through one dbus-fast message hand
 of the right signatures: RegisterMachine (MachineNew, then the object path), UnregisterMachine
 (MachineRemoved, then an empty reply), ListMachines (the names registered), GetMachineOSRelease and
 GetMachineAddresses (the same answer for every machine), anything else with an object path. No
-validation, no state files, no cgroups, no credentials. The benchmark runs the same workloads against it
+validation, no state files, no cgroups, no credentials; fds negotiated with the bus, as the daemon
+needs them. The benchmark runs the same workloads against it
 as against the daemons, so the report can say how much of pymachined's time is its own and how much the
 library's, the event loop's and the interpreter's.
 """
@@ -26,7 +27,9 @@ ADDRESSES = [[2, bytes([10, 0, 1, 2])]]
 
 
 async def serve(address: str) -> None:
-    bus = await MessageBus(bus_address=address, bus_type=BusType.SYSTEM).connect()
+    # fds negotiated as the daemon must (OpenMachinePTY, OpenMachineRootDirectory and LeaderPIDFD pass
+    # them); that alone makes dbus-fast read every message with recvmsg() and ancillary data
+    bus = await MessageBus(bus_address=address, bus_type=BusType.SYSTEM, negotiate_unix_fd=True).connect()
     machines: dict[str, str] = {}
 
     def reply(msg: Message, signature: str, body: list[Any]) -> Message:

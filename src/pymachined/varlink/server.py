@@ -185,6 +185,34 @@ class Request:
     oneway: bool
 
 
+class _MessageDecoder(json.JSONDecoder):
+    """json.loads() for Varlink messages, built once (json.loads() with options builds a decoder per
+    call): NaN and Infinity are refused, and whether the last object decoded had unique keys is kept.
+    The hook runs innermost first, so after a message that is an object, that is the top-level one."""
+
+    def __init__(self) -> None:
+        self.last_object_unique = True
+        super().__init__(object_pairs_hook=self._unique_keys, parse_constant=self._no_constants)
+
+    def decode_message(self, data: bytes) -> Any:
+        self.last_object_unique = True
+        return self.decode(data.decode())
+
+    def _unique_keys(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        result = dict(pairs)
+        self.last_object_unique = len(result) == len(pairs)
+        return result
+
+    @staticmethod
+    def _no_constants(name: str) -> Any:
+        raise ValueError(name)
+
+
+_DECODER: Final = _MessageDecoder()
+# compact UTF-8, as sd-varlink writes
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 class VarlinkServer:
     """Serves a set of interfaces on one or more Unix sockets, one call at a time per connection."""
 
@@ -322,23 +350,11 @@ class VarlinkServer:
 
     def parse(self, data: bytes) -> Request:
         """Decode one message and check it the way varlink_dispatch_method() does."""
-        last_object_unique = True
-
-        def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-            nonlocal last_object_unique
-            result = dict(pairs)
-            last_object_unique = len(result) == len(pairs)
-            return result
-
-        def no_constants(name: str) -> Any:
-            raise ValueError(name)
-
         try:
-            message = json.loads(data.decode(), object_pairs_hook=unique_keys, parse_constant=no_constants)
+            message = _DECODER.decode_message(data)
         except (ValueError, RecursionError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             raise ProtocolViolation(f"invalid JSON: {error}") from None
-        # The hook runs innermost first, so the last call saw the top-level object.
-        if not isinstance(message, dict) or not last_object_unique:
+        if not isinstance(message, dict) or not _DECODER.last_object_unique:
             raise ProtocolViolation("not a JSON object with unique keys")
         method: str | None = None
         parameters: Parameters = {}
@@ -514,7 +530,7 @@ class VarlinkServer:
 
         File descriptors go with the message's first byte; they are closed once sent.
         """
-        data = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode() + b"\0"
+        data = _ENCODER.encode(message).encode() + b"\0"
         if fds:
             await conn.drain(0)
             conn.write(data, fds)

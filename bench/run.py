@@ -532,6 +532,13 @@ def report(res: Results, cfg: Config, header: list[str], netns_sizes: list[int])
     out.append(latency_row(res, "GetMachineByPID, non-leader PID in the scope", "bypid_cgroup", small, 1.0))
     for size in cfg.sizes:
         out.append(latency_row(res, "ListMachines", "list", size, 1.0))
+        floor, ref = res.get("list", size, FLOOR), res.get("list", size, REF)
+        if floor and ref:
+            out.append(
+                f"| ListMachines answered by bench/floor.py (the reply marshalled per call) | {size} "
+                f"| {fmt_time(median(floor))} | {fmt_time(pct(floor, 99))} | {fmt_time(median(ref))} "
+                f"| {fmt_time(pct(ref, 99))} | {median(floor) / median(ref):.2f} | context | info |"
+            )
     n = min(cfg.cycles, cfg.sizes[-1])
     py, ref = res.get("cycle_ops", n, PY), res.get("cycle_ops", n, REF)
     if py and ref:
@@ -726,6 +733,12 @@ async def floor_phase(s: System, cfg: Config, pool: Pool, res: Results) -> None:
         res.add("getmachine_cpu", cfg.sizes[0], FLOOR, (cpu_seconds(responder.pid) - cpu_before) / (cfg.get_calls + 20))
         res.add("getmachine", cfg.sizes[0], FLOOR, samples)
         await run_cycles(bus, pool, min(cfg.cycles, len(pool.leaders)), FLOOR, res)
+        registered = 0
+        for size in cfg.sizes:
+            await register_all(bus, [(f"b{i}", pool.leaders[i].pid) for i in range(registered, size)])
+            registered = size
+            n_list = cfg.list_calls.get(size, 50)
+            res.add("list", size, FLOOR, await timed_calls(bus, lambda i: manager("ListMachines"), n_list))
 
 
 async def floor_netns_phase(s: System, cfg: Config, leaders: list[Leader], size: int, res: Results) -> None:

@@ -481,6 +481,18 @@ def latency_row(res: Results, label: str, metric: str, size: int, target: float)
     )
 
 
+def floor_row(res: Results, label: str, metric: str, size: int, size_text: str | None = None) -> list[str]:
+    """The row of a latency workload answered by bench/floor.py, beside 252's (none if either is missing)."""
+    floor, ref = res.get(metric, size, FLOOR), res.get(metric, size, REF)
+    if not floor or not ref:
+        return []
+    return [
+        f"| {label} | {size if size_text is None else size_text} | {fmt_time(median(floor))} "
+        f"| {fmt_time(pct(floor, 99))} | {fmt_time(median(ref))} | {fmt_time(pct(ref, 99))} "
+        f"| {median(floor) / median(ref):.2f} | context | info |"
+    ]
+
+
 GROWTH_METRICS = (
     ("GetMachine", "getmachine"),
     ("GetMachineByPID (leader)", "bypid_leader"),
@@ -513,14 +525,14 @@ def report(res: Results, cfg: Config, header: list[str], netns_sizes: list[int])
     out.append("|---|---|---|---|---|---|---|---|---|")
     small = cfg.sizes[0]
     out.append(latency_row(res, f"GetMachine ({cfg.get_calls} calls/rep)", "getmachine", small, 1.0))
-    floor, ref = res.get("getmachine", small, FLOOR), res.get("getmachine", small, REF)
-    if floor and ref:
-        out.append(
-            f"| GetMachine answered by bench/floor.py, a dbus-fast responder with no logic (the floor of any "
-            f"dbus-fast daemon) | – | {fmt_time(median(floor))} | {fmt_time(pct(floor, 99))} "
-            f"| {fmt_time(median(ref))} | {fmt_time(pct(ref, 99))} | {median(floor) / median(ref):.2f} "
-            "| context | info |"
-        )
+    out += floor_row(
+        res,
+        "GetMachine answered by bench/floor.py, a dbus-fast responder with no logic (the floor of any "
+        "dbus-fast daemon)",
+        "getmachine",
+        small,
+        "–",
+    )
     cpu = {impl: res.get("getmachine_cpu", small, impl) for impl in (PY, FLOOR, REF)}
     if all(cpu.values()):
         out.append(
@@ -532,13 +544,7 @@ def report(res: Results, cfg: Config, header: list[str], netns_sizes: list[int])
     out.append(latency_row(res, "GetMachineByPID, non-leader PID in the scope", "bypid_cgroup", small, 1.0))
     for size in cfg.sizes:
         out.append(latency_row(res, "ListMachines", "list", size, 1.0))
-        floor, ref = res.get("list", size, FLOOR), res.get("list", size, REF)
-        if floor and ref:
-            out.append(
-                f"| ListMachines answered by bench/floor.py (the reply marshalled per call) | {size} "
-                f"| {fmt_time(median(floor))} | {fmt_time(pct(floor, 99))} | {fmt_time(median(ref))} "
-                f"| {fmt_time(pct(ref, 99))} | {median(floor) / median(ref):.2f} | context | info |"
-            )
+        out += floor_row(res, "ListMachines answered by bench/floor.py (the reply marshalled per call)", "list", size)
     n = min(cfg.cycles, cfg.sizes[-1])
     py, ref = res.get("cycle_ops", n, PY), res.get("cycle_ops", n, REF)
     if py and ref:
@@ -562,13 +568,8 @@ def report(res: Results, cfg: Config, header: list[str], netns_sizes: list[int])
         out.append(
             latency_row(res, "`machinectl list` wall time, machines in own netns + veth", "machinectl", size, target)
         )
-        floor, ref = res.get("machinectl", size, FLOOR), res.get("machinectl", size, REF)
-        if floor and ref:
-            out.append(
-                f"| `machinectl list` answered by bench/floor.py (canned os-release and addresses) | {size} "
-                f"| {fmt_time(median(floor))} | {fmt_time(pct(floor, 99))} | {fmt_time(median(ref))} "
-                f"| {fmt_time(pct(ref, 99))} | {median(floor) / median(ref):.2f} | context | info |"
-            )
+        label = "`machinectl list` answered by bench/floor.py (canned os-release and addresses)"
+        out += floor_row(res, label, "machinectl", size)
     for size in netns_sizes:
         py = res.get("varlink_list", size, PY)
         if py:

@@ -81,12 +81,10 @@ def cached_os_release(machine: Machine, cache: OsReleaseCache) -> dict[str, str]
     return cache.lookup(machine.name, os_release_pid(machine))
 
 
-def machine_os_release(machine: Machine, cache: OsReleaseCache | None = None) -> dict[str, str]:
+def machine_os_release(machine: Machine, cache: OsReleaseCache) -> dict[str, str]:
     """GetOSRelease: the host's, or the one a container's leader sees (blocking: a worker thread's job)."""
     pid = os_release_pid(machine)
     try:
-        if cache is None:
-            return read_os_release_in_root(f"/proc/{pid}/root")
         fields = cache.lookup(machine.name, pid)
         return fields if fields is not None else cache.fill(machine.name, pid)
     except FileNotFoundError:

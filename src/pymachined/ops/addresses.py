@@ -19,6 +19,7 @@ from typing import Final
 from ..errors import ErrorKind, MachineError, failed, not_supported
 from ..machine import Machine, MachineClass
 from .namespaces import CLONE_NEWNET, setns
+from .sharing import Sharing
 
 NETLINK_ROUTE: Final = 0
 RTM_GETADDR: Final = 22
@@ -158,7 +159,7 @@ class AddressReader:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._namespaces: dict[int, _Namespace] = {}
-        self._owners: dict[str, int] = {}  # machine name → namespace inode
+        self._owners: Sharing[int] = Sharing()  # machine name → namespace inode
 
     def addresses(self, machine: Machine, ns_path: str, ino: int) -> list[LocalAddress]:
         """Current addresses of the namespace at `ns_path` (inode `ino`). Only netlink and /proc: nothing
@@ -169,9 +170,8 @@ class AddressReader:
             if namespace is None:
                 namespace = _open_in_netns(ns_path)
                 self._namespaces[ino] = namespace
-            old = self._owners.get(machine.name)
-            self._owners[machine.name] = ino
-            if old is not None and old != ino and old not in self._owners.values():
+            old = self._owners.use(machine.name, ino)
+            if old is not None:
                 stale = self._namespaces.pop(old, None)  # the leader moved: do not pin the old namespace
         if stale is not None:
             stale.close()
@@ -180,8 +180,8 @@ class AddressReader:
     def forget(self, machine: Machine) -> None:
         """Close the sockets of a machine that went away (an open socket would pin its namespace)."""
         with self._lock:
-            ino = self._owners.pop(machine.name, None)
-            if ino is None or ino in self._owners.values():
+            ino = self._owners.release(machine.name)
+            if ino is None:
                 return
             namespace = self._namespaces.pop(ino, None)
         if namespace is not None:

@@ -32,6 +32,7 @@ from .os_release import (
     read_os_release_fd,
     read_os_release_in_root,
 )
+from .sharing import Sharing
 
 IN_MODIFY: Final = 0x2
 IN_ATTRIB: Final = 0x4
@@ -105,7 +106,7 @@ class OsReleaseCache:
         self._watches: dict[int, Watch] = {}
         self._watch_users: dict[int, set[_Entry]] = {}
         self._mounts: dict[str, _MountTable] = {}
-        self._machines: dict[str, Key] = {}  # machine name → the key it was last looked up with
+        self._machines: Sharing[Key] = Sharing()  # machine name → the key it was last looked up with
 
     def lookup(self, name: str, pid: int) -> dict[str, str] | None:
         """The cached fields for machine `name` whose root is /proc/`pid`/root, or None (read with fill())."""
@@ -149,8 +150,8 @@ class OsReleaseCache:
     def forget(self, name: str) -> None:
         """Machine `name` went: drop its entry unless another machine uses it."""
         with self._lock:
-            key = self._machines.pop(name, None)
-            if key is None or key in self._machines.values():
+            key = self._machines.release(name)
+            if key is None:
                 return
             entry = self._entries.get(key)
             if entry is not None:
@@ -268,9 +269,8 @@ class OsReleaseCache:
 
     def _use(self, name: str, key: Key) -> None:
         """Machine `name` now reads through `key`; an entry only it used before goes."""
-        old = self._machines.get(name)
-        self._machines[name] = key
-        if old is not None and old != key and old not in self._machines.values():
+        old = self._machines.use(name, key)
+        if old is not None:
             entry = self._entries.get(old)
             if entry is not None:
                 self._drop(entry)

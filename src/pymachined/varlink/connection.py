@@ -194,7 +194,7 @@ class Connection:
             if fds:
                 sent = self.sock.sendmsg([self.outbox], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
                 self.outbox_fds = []
-                _close_all(fds)
+                close_fds(fds)
             else:
                 sent = self.sock.send(self.outbox)
         except (BlockingIOError, InterruptedError):
@@ -234,7 +234,7 @@ class Connection:
         self.loop.remove_reader(self.fd)
         if self.writing:
             self.loop.remove_writer(self.fd)
-        _close_all(self.outbox_fds)
+        close_fds(self.outbox_fds)
         self.sock.close()
         if self.drained is not None and not self.drained.done():
             self.drained.set_exception(ClientGone())
@@ -280,7 +280,8 @@ class Listener:
             self.sock.close()
 
 
-def _close_all(fds: list[int]) -> None:
+def close_fds(fds: list[int]) -> None:
+    """Close every fd in `fds` (ignoring errors) and empty the list."""
     for fd in fds:
         with suppress(OSError):
             os.close(fd)

@@ -10,14 +10,13 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, TypeGuard, cast
 
 from .. import __version__
 from ..errors import ErrorKind, MachineError, errno_from_bus_error, varlink_error
-from .connection import HIGH_WATER, ClientGone, Connection, Listener, Peer, peer_credentials
+from .connection import HIGH_WATER, ClientGone, Connection, Listener, Peer, close_fds, peer_credentials
 from .idl import Idl, IdlMethod, bad_field, parse_idl
 
 log = logging.getLogger(__name__)
@@ -558,13 +557,6 @@ class VarlinkServer:
         if name not in self.interfaces:
             raise VarlinkError(INTERFACE_NOT_FOUND, {"interface": name})
         return {"description": self.interfaces[name].description}
-
-
-def close_fds(fds: list[int]) -> None:
-    for fd in fds:
-        with suppress(OSError):
-            os.close(fd)
-    fds.clear()
 
 
 def is_stream(result: Awaitable[Parameters] | AsyncIterator[Parameters]) -> TypeGuard[AsyncIterator[Parameters]]:
